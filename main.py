@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""ActSync command-line entry point.
+
+Every subcommand loads the config (configs/base.yaml <- -e experiment <- key=value
+overrides; see configs/loader.py), fails fast on unknown keys, saves the
+resolved config to ``<run.output_dir>/<run.name>/<subcommand>/resolved_config.yaml``
+and then runs the command.
+
+Examples::
+
+    python main.py config                                  # print the default config
+    python main.py config -e demo data.resolution=128      # ... with an experiment + override
+    python main.py data -e demo --preview                  # generate SynthAvatar, render previews
+    python main.py data -e smoke --split val --inspect     # generate one split and describe it
+    python main.py evaluate -e demo --ground-truth         # metrics on the ground-truth test videos
+    python main.py evaluate -e demo --videos runs/x/videos --out runs/x/eval
+    python main.py data -e runs/demo/data/resolved_config.yaml   # rerun a saved config
+
+Overrides (``key=value``) may appear anywhere after the subcommand.  Config
+errors print one line to stderr and exit with status 2.
+
+Heavy modules (torch, lightning, the command implementations) are imported
+inside the handlers so ``--help`` and ``config`` stay fast.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def run_config(cfg, args) -> int:
+    from omegaconf import OmegaConf
+
+    print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+    return 0
+
+
+def run_data(cfg, args) -> int:
+    from synthavatar.commands import cmd_data
+
+    return cmd_data(cfg, args)
+
+
+def run_evaluate(cfg, args) -> int:
+    from evaluation.commands import cmd_evaluate
+
+    return cmd_evaluate(cfg, args)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Options shared by every subcommand live on a parent parser so they can be
+    # written after the subcommand name (`main.py data -e demo`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-e", "--experiment", metavar="NAME",
+                        help="configs/experiment/NAME.yaml, or a path to a yaml file")
+    common.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. data.resolution=128")
+
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="ActSync: talking-avatar video generation research.",
+        epilog="See `python main.py COMMAND --help` and the module docstring for examples.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = commands.add_parser("config", parents=[common], help="print the resolved config as yaml")
+    config.set_defaults(handler=run_config, saves_config=False)
+
+    data = commands.add_parser("data", parents=[common], help="generate / preview / inspect SynthAvatar")
+    data.add_argument("--split", choices=SPLITS + ("all",), default="all",
+                      help="split(s) to generate (default: all)")
+    data.add_argument("--preview", action="store_true", help="render preview clips")
+    data.add_argument("--inspect", action="store_true", help="print dataset statistics")
+    data.set_defaults(handler=run_data, saves_config=True)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="compute evaluation metrics")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--videos", metavar="DIR", type=Path, help="directory of generated videos")
+    source.add_argument("--ground-truth", action="store_true",
+                        help="evaluate the ground-truth videos of --split (sanity reference)")
+    evaluate.add_argument("--split", choices=SPLITS, default="test",
+                          help="dataset split to evaluate against (default: test)")
+    evaluate.add_argument("--out", metavar="DIR", type=Path, help="where to write metrics (default: chosen by the command)")
+    evaluate.set_defaults(handler=run_evaluate, saves_config=True)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    # Overrides written after an option (`data --preview data.fps=30`) are not
+    # picked up by the positional; accept them here, reject anything else.
+    unknown = [item for item in extras if item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = list(args.overrides) + extras
+    return args
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from configs.loader import ConfigError, load_config, save_config
+
+    try:
+        cfg = load_config(args.experiment, args.overrides)
+        if args.saves_config:
+            args.run_dir = Path(cfg.run.output_dir) / cfg.run.name / args.command
+            save_config(cfg, args.run_dir)
+        result = args.handler(cfg, args)
+    except ConfigError as error:  # commands may raise it too, e.g. for a missing --videos
+        print(f"main.py: config error: {error}", file=sys.stderr)
+        return 2
+    # Commands may return an exit status; anything else (None, a summary) means success.
+    is_status = isinstance(result, int) and not isinstance(result, bool)
+    return result if is_status else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Fast tests for the typed config system (configs/) and the main.py CLI."""
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from configs.loader import ConfigError, RESOLVED_CONFIG_NAME, load_config, save_config
+from configs.schema import Config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "main.py", *argv], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_defaults_load_and_base_yaml_matches_schema():
+    cfg = load_config()
+    assert cfg.data.resolution == 64 and cfg.data.fps == 25
+    assert cfg.eval.probe.lr == pytest.approx(2e-3)
+    # base.yaml documents every default: it must equal the schema, key for key.
+    assert plain(cfg) == dataclasses.asdict(Config())
+    base = yaml.safe_load((REPO_ROOT / "configs/base.yaml").read_text())
+    assert set(base) == set(plain(cfg))
+    for section, values in plain(cfg).items():
+        assert set(base[section]) == set(values), section
+
+
+@pytest.mark.parametrize("name", ["demo", "smoke"])
+def test_shipped_experiments_load(name):
+    cfg = load_config(name)
+    assert cfg.run.name == name
+
+
+def test_merge_order_later_wins():
+    assert load_config("smoke").data.num_train == 8  # experiment beats base
+    cfg = load_config("smoke", ["data.num_train=3", "eval.probe.steps=7", "data.num_train=4"])
+    assert cfg.data.num_train == 4  # command line beats experiment; last override wins
+    assert cfg.eval.probe.steps == 7
+    assert cfg.data.num_val == 2  # untouched experiment values survive
+    assert cfg.data.fps == 25  # untouched base values survive
+
+
+def test_experiment_by_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("data:\n  resolution: 128\n")
+    assert load_config(str(path)).data.resolution == 128
+
+
+def test_unknown_key_on_command_line():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["data.resolutoin=128"])
+    message = str(info.value)
+    assert message.startswith("command line:")
+    assert "'data.resolutoin'" in message and "did you mean 'data.resolution'" in message
+
+
+def test_unknown_nested_key_in_experiment_yaml(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("eval:\n  probe:\n    stesp: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    message = str(info.value)
+    assert str(path) in message
+    assert "'eval.probe.stesp'" in message and "did you mean 'eval.probe.steps'" in message
+
+
+def test_unknown_section_names_full_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("dta:\n  resolution: 128\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'dta.resolution' \(did you mean 'data.resolution'\?\)"):
+        load_config(str(path))
+
+
+def test_type_error_names_key_and_source():
+    with pytest.raises(ConfigError, match=r"^command line: invalid value for 'data.fps'"):
+        load_config(None, ["data.fps=abc"])
+
+
+def test_bad_value_fails():
+    with pytest.raises(ConfigError, match=r"command line: invalid value for 'data.resolution'.*32"):
+        load_config(None, ["data.resolution=50"])
+    with pytest.raises(ConfigError, match=r"'data.min_phases'"):
+        load_config(None, ["data.min_phases=5", "data.max_phases=2"])
+    with pytest.raises(ConfigError, match=r"'data.num_val'"):
+        load_config(None, ["data.num_val=-1"])
+
+
+def test_bad_value_from_yaml_names_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  fps: 0\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: invalid value for 'data.fps'")):
+        load_config(str(path))
+
+
+def test_missing_experiment_lists_available():
+    with pytest.raises(ConfigError) as info:
+        load_config("demoo")
+    message = str(info.value)
+    assert "did you mean 'demo'" in message and "demo" in message and "smoke" in message
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["data.fps"])
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def test_save_config_is_atomic_and_reloads_equal(tmp_path):
+    cfg = load_config("smoke", ["data.resolution=128", "run.name=saved"])
+    run_dir = tmp_path / "runs" / "saved" / "data"
+    path = save_config(cfg, run_dir)
+    assert path == run_dir / RESOLVED_CONFIG_NAME
+    save_config(cfg, run_dir)  # overwriting is fine too
+    assert sorted(os.listdir(run_dir)) == [RESOLVED_CONFIG_NAME]  # no temp files left over
+    assert plain(load_config(str(path))) == plain(cfg)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_main_help():
+    result = run_main("--help")
+    assert result.returncode == 0
+    for command in ("config", "data", "evaluate"):
+        assert command in result.stdout
+
+
+def test_main_config_applies_override():
+    result = run_main("config", "data.fps=30")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["data"]["fps"] == 30
+
+
+def test_main_config_typo_exits_2_with_suggestion():
+    result = run_main("config", "data.fsp=30")
+    assert result.returncode == 2
+    assert "did you mean 'data.fps'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_main_saves_resolved_config_before_running_command(tmp_path, monkeypatch):
+    import types
+
+    import main
+
+    seen = {}
+
+    def fake_cmd_data(cfg, args):
+        seen["run_dir"] = args.run_dir
+        seen["saved"] = (args.run_dir / RESOLVED_CONFIG_NAME).is_file()  # written before the call
+        seen["split"], seen["preview"] = args.split, args.preview
+        return 0
+
+    monkeypatch.setitem(sys.modules, "synthavatar.commands",
+                        types.SimpleNamespace(cmd_data=fake_cmd_data))
+    status = main.main(["data", "-e", "smoke", "--preview", f"run.output_dir={tmp_path}",
+                        "--split", "val", "data.fps=30"])
+    assert status == 0
+    assert seen == {"run_dir": tmp_path / "smoke" / "data", "saved": True,
+                    "split": "val", "preview": True}
+    assert load_config(str(seen["run_dir"] / RESOLVED_CONFIG_NAME)).data.fps == 30

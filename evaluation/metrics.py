@@ -174,9 +174,13 @@ def label_segments(labels: np.ndarray, value: int) -> list[tuple[int, int]]:
 
 def _phase_frames(start_s: float, end_s: float, fps: float, n_frames: int) -> tuple[int, int]:
     """Frame range [f0, f1) whose centres (t + 0.5) / fps fall in [start_s, end_s)."""
-    f0 = max(0, math.ceil(start_s * fps - 0.5))
-    f1 = min(n_frames, math.ceil(end_s * fps - 0.5))
-    return f0, max(f0, f1)
+    # Same float expression as synthavatar.motion.action_labels, so boundary
+    # frames agree exactly with the ground-truth labels.
+    centres = (np.arange(n_frames) + 0.5) / fps  # (T,)
+    inside = np.flatnonzero((centres >= start_s) & (centres < end_s))
+    if inside.size == 0:
+        return 0, 0
+    return int(inside[0]), int(inside[-1]) + 1
 
 
 def _plurality_non_idle(window_labels: np.ndarray, idle_label: int) -> int | None:
@@ -243,7 +247,7 @@ def action_metrics(
 
     * hit_p = |{t in F_p : pred_t = a_p}| / |F_p| >= hit_fraction
     * aa_p  = (plurality of the non-idle labels in F_p) == a_p; 0 when F_p is
-      all idle (or the plurality is tied)
+      all idle (unless a_p is idle itself) or the plurality is tied
     * tc_p  = IoU(F_p, D_p) where D_p is the span from the first to the last
       predicted run of a_p that overlaps F_p (whole runs, so actions that start
       early or end late are penalised); 0 when no run overlaps.
@@ -253,7 +257,10 @@ def action_metrics(
     Phases with no frame inside the clip count as misses.  With no phases the
     three scores are NaN.
 
-    Returns dict(h_at_s, aa, tc, per_phase=list of per-phase dicts).
+    Returns dict(h_at_s, aa, tc, per_phase), per_phase holding one dict per
+    phase: start_s, end_s, action, start_frame, end_frame, hit_ratio, hit,
+    predicted (plurality label, idle_label if all idle, None if tied/empty),
+    aa_correct, detected ((start, end) frames or None) and tc.
     """
     labels = np.asarray(pred_labels).ravel()  # (T,)
     per_phase = [_score_phase(labels, p, float(fps), hit_fraction, idle_label) for p in phases]

@@ -278,7 +278,8 @@ def _read_av(path: Path, sample_rate: int | None) -> VideoClip:
     except VideoError:
         raise
     except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise VideoError(f"{path}: unreadable video ({e})") from e
+        # FFmpegError.strerror omits the file name we already prefix.
+        raise VideoError(f"{path}: unreadable video ({getattr(e, 'strerror', None) or e})") from e
     if not frames:
         raise VideoError(f"{path}: no decodable video frames")
     if fps <= 0:

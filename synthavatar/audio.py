@@ -300,13 +300,13 @@ def _f0_contour(schedule: AudioSchedule, t: np.ndarray, rng) -> np.ndarray:
 
 
 def _formant_weights(freqs: np.ndarray, viseme: int) -> np.ndarray:
-    """Harmonic amplitudes from a parallel bank of 3 formant peaks. (K,) -> (K,)."""
+    """Harmonic amplitudes from a parallel bank of 3 formant resonators. (K,) -> (K,)."""
     gain = np.zeros_like(freqs)
     for fc, bw, amp in zip(VOWEL_FORMANTS[viseme], FORMANT_BANDWIDTHS, FORMANT_AMPS):
-        # Resonance-shaped peak (Lorentzian magnitude). A parallel bank (Klatt-style)
-        # rather than a cascade: with a cascade F1 swamps F2 and /i/ vs /u/ barely
-        # differ in spectral centroid, i.e. the viseme would not be audible.
-        gain += amp / np.sqrt(1.0 + ((freqs - fc) / (0.5 * bw)) ** 2)
+        # |H| of a second-order resonator scaled to peak `amp` (falls ~12 dB/oct above
+        # fc). Parallel (Klatt-style) rather than cascade: in a cascade F1 swamps F2
+        # and /i/ vs /u/ barely differ in spectral centroid, i.e. the viseme is inaudible.
+        gain += amp * (bw / fc) / np.sqrt((1 - (freqs / fc) ** 2) ** 2 + (freqs * bw / fc**2) ** 2)
     # Unit power (sum of a_k^2 / 2 = 1) so the envelope alone sets loudness; this is
     # what makes frame RMS track mouth_open regardless of vowel colour.
     return gain / np.sqrt(0.5 * np.sum(gain**2))

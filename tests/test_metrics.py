@@ -131,6 +131,13 @@ def test_action_perfect_labels():
     assert r["per_phase"][0]["start_frame"] == 25 and r["per_phase"][0]["end_frame"] == 75
 
 
+@pytest.mark.parametrize("fps", [24.0, 25.0, 29.97, 30.0])
+def test_action_perfect_labels_at_awkward_boundaries(fps):
+    phases = [(0.013, 1.234, 4), (1.234, 2.5, 5), (3.3333, 4.7, 1)]
+    r = M.action_metrics(_labels_for(phases, n=200, fps=fps), phases, fps)
+    assert (r["h_at_s"], r["aa"], r["tc"]) == (1.0, 1.0, 1.0)
+
+
 def test_action_tc_decreases_with_shift():
     tcs = [M.action_metrics(_labels_for(PHASES, shift=d), PHASES, FPS)["tc"] for d in (0, 2, 5, 10, 20, 35)]
     assert all(a > b for a, b in zip(tcs, tcs[1:])), tcs

@@ -106,8 +106,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- main
 
 
+def _input_errors() -> tuple:
+    """Errors that mean "bad input" (each names the file and the fault), imported lazily."""
+    from evaluation.video_io import VideoError
+    from synthavatar.audio import AudioError
+    from synthavatar.dataset import DataError
+    from synthavatar.prompts import PromptError
+
+    return (VideoError, AudioError, DataError, PromptError)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    input_errors = _input_errors()
     from configs.loader import ConfigError, load_config, save_config
 
     try:
@@ -118,6 +129,9 @@ def main(argv=None) -> int:
         result = args.handler(cfg, args)
     except ConfigError as error:  # commands may raise it too, e.g. for a missing --videos
         print(f"main.py: config error: {error}", file=sys.stderr)
+        return 2
+    except input_errors as error:  # bad user input: one clear line naming the file, no traceback
+        print(f"main.py {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     # Commands may return an exit status; anything else (None, a summary) means success.
     is_status = isinstance(result, int) and not isinstance(result, bool)

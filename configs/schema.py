@@ -98,14 +98,16 @@ class ProbeConfig:
     cache_dir: str = "cache/probe"
     seed: int = 0
     num_frames: int = 24000  # training frames drawn from generated clips
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 2e-3
+    steps: int = 1200
+    batch_size: int = 96
+    lr: float = 1.5e-3
     width: int = 32  # base channel width of the probe network
+    detector_clips: int = 2000  # synthetic pose-track sequences for the action detector
+    detector_steps: int = 1500
 
     def check(self) -> list[Problem]:
-        return (_positive(self, "num_frames", "batch_size", "lr", "width")
-                + _at_least(self, 0, "steps"))
+        return (_positive(self, "num_frames", "batch_size", "lr", "width", "detector_clips")
+                + _at_least(self, 0, "steps", "detector_steps"))
 
 
 @dataclass

@@ -1,12 +1,10 @@
-"""The SynthAvatar probe: a small CNN + temporal head that reads pose, mouth, gaze, identity and the
-current action from rendered frames.
+"""The SynthAvatar probe: a small CNN that reads pose, mouth, gaze, blink and identity from frames.
 
 It plays the role of SyncNet's visual stream, DWPose, ArcFace and the Gemini judge in the papers: every
 video metric is computed from its outputs, so a generated video is scored exactly like a ground-truth
 one. Frames are resized to 64x64 whatever the dataset resolution (joints are predicted in [0, 1] canvas
 units and scaled back). Per-frame heads: joints (J x 2), mouth opening, gaze (2), head yaw/pitch/roll,
-blink, identity vector; the temporal head (dilated 1D convs over frame features, ~0.5 s receptive field)
-labels each frame with an action (nods and waves need motion, not one frame). Training adds noise and
+blink, identity vector; which action happens when is read from these tracks by action_detector.py. Training adds noise and
 blur so the probe still reads imperfect generated frames. Trade-off: small and CPU-trainable in minutes,
 so it is only as good as its held-out report (joint error, mouth R2, action accuracy) says.
 """
@@ -16,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthavatar.actions import NUM_LABELS
 from synthavatar.identity import IDENTITY_DIM
 from synthavatar.render import JOINTS
 
@@ -42,37 +39,32 @@ class AddCoords(nn.Module):
 
 
 class Probe(nn.Module):
-    """frames (B, T, 3, 64, 64) in [0, 1] -> targets (B, T, TARGET_DIM), logits (B, T, NUM_LABELS), feats."""
+    """frames (B, T, 3, 64, 64) in [0, 1] -> normalised targets (B, T, TARGET_DIM), features (B, T, F)."""
 
     def __init__(self, width: int = 32, feat_dim: int = 256):
         super().__init__()
         w = width
         self.encoder = nn.Sequential(
-            AddCoords(), _block(5, w // 2, 1), _block(w // 2, w, 2), _block(w, 2 * w, 2),   # 64 -> 32 -> 16
-            _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 2),                   # 16 -> 8 -> 4
+            AddCoords(), _block(5, w // 2, 1), _block(w // 2, w, 2), _block(w, 2 * w, 2),  # 64 -> 32 -> 16
+            _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 2),                              # 16 -> 8 -> 4
             nn.Flatten(), nn.Linear(4 * w * 16, feat_dim), nn.SiLU())
         self.regress = nn.Linear(feat_dim, TARGET_DIM)
-        self.temporal = nn.Sequential(
-            nn.Conv1d(feat_dim, 128, 5, padding=2), nn.SiLU(),
-            nn.Conv1d(128, 128, 5, padding=4, dilation=2), nn.SiLU(),
-            nn.Conv1d(128, NUM_LABELS, 1))
         # No normalisation layers: GroupNorm erases absolute colour (identity) and BatchNorm over
         # batches of a few clips erases between-clip differences; He init keeps activations alive.
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)):
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 64, 64) in [0, 1] -> (N, F) per-frame features."""
-        return self.encoder((frames - 0.5) * 4)
+    def per_frame(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, 64, 64) in [0, 1] -> normalised targets (N, TARGET_DIM), features (N, F)."""
+        feats = self.encoder((frames - 0.5) * 4)
+        return self.regress(feats), feats
 
     def forward(self, frames: torch.Tensor):
         B, T = frames.shape[:2]
-        feats = self.encode(frames.flatten(0, 1)).view(B, T, -1)                   # (B, T, F)
-        targets = self.regress(feats)                                   # (B, T, TARGET_DIM)
-        logits = self.temporal(feats.transpose(1, 2)).transpose(1, 2)   # (B, T, NUM_LABELS)
-        return targets, logits, feats
+        pred, feats = self.per_frame(frames.flatten(0, 1))
+        return pred.view(B, T, -1), feats.view(B, T, -1)
 
 
 def to_probe_input(video: torch.Tensor) -> torch.Tensor:
@@ -86,12 +78,9 @@ def to_probe_input(video: torch.Tensor) -> torch.Tensor:
 
 
 def augment(frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random blur and noise per clip so the probe tolerates imperfect generated frames."""
-    B = frames.shape[0]
-    blur = torch.rand(B, generator=generator) < 0.3
+    """Random blur and noise per frame (N, 3, H, W) so the probe tolerates imperfect generated frames."""
+    blur = torch.rand(len(frames), generator=generator) < 0.3
     if blur.any():
-        x = frames[blur].flatten(0, 1)
-        frames[blur] = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False).view_as(frames[blur])
-    sigma = torch.rand(B, 1, 1, 1, 1, generator=generator) * 0.04
-    noise = torch.randn(frames.shape, generator=generator)
-    return (frames + sigma * noise).clamp(0, 1)
+        frames[blur] = F.avg_pool2d(frames[blur], 3, 1, 1, count_include_pad=False)
+    sigma = torch.rand(len(frames), 1, 1, 1, generator=generator) * 0.04
+    return (frames + sigma * torch.randn(frames.shape, generator=generator)).clamp(0, 1)

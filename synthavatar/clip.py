@@ -80,14 +80,22 @@ def num_frames_of(spec: dict, fps: float) -> int:
     return int(round(spec["duration"] * fps))
 
 
-def render_clip(spec: dict, resolution: int = 64, fps: float = 25, sample_rate: int = audio.SAMPLE_RATE) -> dict:
-    """Render a spec -> dict of arrays (video, audio, ground truth) and the prompt renderings."""
-    schedule = audio.AudioSchedule.from_dict(spec["audio"])
+def clip_pose(spec: dict, fps: float, schedule: audio.AudioSchedule | None = None) -> tuple[dict, dict]:
+    """Per-frame pose (motion.POSE_CHANNELS) and audio ground truth of a spec, without rendering."""
+    schedule = schedule or audio.AudioSchedule.from_dict(spec["audio"])
     T = num_frames_of(spec, fps)
     audio_gt = audio.frame_ground_truth(schedule, fps, T)
     stressed = [s for s in schedule.syllables if s.stress >= 0.75]
     pose = compose_pose(spec["motion_seed"], T, fps, spec["phases"], audio_gt,
                         [s.centre for s in stressed], [s.stress for s in stressed])
+    return pose, audio_gt
+
+
+def render_clip(spec: dict, resolution: int = 64, fps: float = 25, sample_rate: int = audio.SAMPLE_RATE) -> dict:
+    """Render a spec -> dict of arrays (video, audio, ground truth) and the prompt renderings."""
+    schedule = audio.AudioSchedule.from_dict(spec["audio"])
+    pose, audio_gt = clip_pose(spec, fps, schedule)
+    T = len(audio_gt["mouth_open"])
     video, joints, masks = render_avatar(spec["identity"], pose, resolution)
     prompt = prompt_of(spec)
     return {

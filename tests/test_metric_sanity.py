@@ -1,0 +1,113 @@
+"""Metric sanity, the acceptance test of the evaluation: ground truth scores near the best value, and
+each perturbation (audio shift, swapped actions, moved phase windows, swapped identity) degrades the
+matching metric monotonically with its size. Uses a probe trained on a small world in this module
+(about two minutes on 2 cores), so the thresholds leave room for its error; README quotes the numbers
+of the full probe.
+"""
+import numpy as np
+import pytest
+
+from configs.loader import load_config
+from evaluation.evaluator import score_video
+from evaluation.probe_train import get_probe
+from synthavatar.actions import ACTION_NAMES
+from synthavatar.clip import perturbed, render_clip
+from synthavatar.dataset import ensure_split, load_clip
+from synthavatar.identity import interpolate_identity
+
+NUM_CLIPS = 6
+TOL = 0.03  # allowed non-monotonic wiggle between neighbouring perturbation sizes
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sanity")
+    cfg = load_config("smoke", [f"data.root={root}/data", f"eval.probe.cache_dir={root}/probe",
+                                "data.num_train=48", "data.num_val=8", f"data.num_test={NUM_CLIPS}",
+                                "eval.probe.num_frames=4800", "eval.probe.steps=700",
+                                "eval.probe.detector_clips=800", "eval.probe.detector_steps=800"])
+    probe = get_probe(cfg, progress=False)
+    clips = [load_clip(p) for p in ensure_split(cfg.data, "test", progress=False)]
+    return cfg, probe, clips
+
+
+def _score(world, clip, spec=None, wave=None):
+    cfg, probe, _ = world
+    video = clip["video"] if spec is None else render_clip(spec, cfg.data.resolution, cfg.data.fps)["video"]
+    return score_video(probe, video, clip["audio"] if wave is None else wave, clip, cfg)
+
+
+def _mean_curve(world, make_variant, sizes, metric):
+    """Mean of `metric` over the test clips for each perturbation size."""
+    _, _, clips = world
+    return [float(np.mean([make_variant(clip, size)[metric] for clip in clips])) for size in sizes]
+
+
+def _assert_degrades(curve, margin, higher_is_better=True):
+    sign = 1 if higher_is_better else -1
+    steps = [sign * (b - a) for a, b in zip(curve, curve[1:])]
+    assert all(step <= TOL for step in steps), curve
+    assert sign * (curve[0] - curve[-1]) >= margin, curve
+
+
+def test_ground_truth_scores_near_best(world):
+    _, probe, clips = world
+    rows = [_score(world, clip) for clip in clips]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if not k.startswith("_")}
+    print("ground truth:", mean, "probe:", probe.report)
+    assert mean["psnr"] == 100.0 and mean["ssim"] == pytest.approx(1.0)
+    assert mean["abs_offset"] <= 0.5
+    assert mean["h_at_s"] >= 0.75 and mean["aa"] >= 0.7 and mean["tc"] >= 0.55
+    assert mean["csim"] >= 0.8
+
+
+def _shift_audio(world, clip, frames):
+    cfg = world[0]
+    n = int(round(frames * cfg.data.sample_rate / cfg.data.fps))
+    wave = np.concatenate([np.zeros(n, np.float32), clip["audio"]])[: len(clip["audio"])]
+    return _score(world, clip, wave=wave)
+
+
+def test_audio_shift_moves_offset_then_breaks_sync(world):
+    offsets = _mean_curve(world, lambda c, k: _shift_audio(world, c, k), [0, 2, 4, 8], "abs_offset")
+    assert all(b > a for a, b in zip(offsets, offsets[1:])), offsets
+    assert offsets[-1] == pytest.approx(8, abs=1.5)
+    # Beyond the offset search window the best distance can no longer be found: confidence drops.
+    conf = _mean_curve(world, lambda c, k: _shift_audio(world, c, k), [0, 25, 40], "sync_c")
+    _assert_degrades(conf, margin=0.2)
+
+
+def _swap_actions(clip, count):
+    phases = [dict(p) for p in clip["spec"]["phases"]]
+    unused = [a for a in ACTION_NAMES if a not in {p["action"] for p in phases}]
+    for k in range(min(count, len(phases))):
+        phases[k]["action"] = unused[k]
+    return perturbed(clip["spec"], phases=phases)
+
+
+def test_swapping_actions_lowers_hit_rate_and_accuracy(world):
+    variant = lambda c, n: _score(world, c, _swap_actions(c, n))
+    _assert_degrades(_mean_curve(world, variant, [0, 1, 4], "h_at_s"), margin=0.4)
+    _assert_degrades(_mean_curve(world, variant, [0, 1, 4], "aa"), margin=0.4)
+
+
+def _move_windows(clip, delta):
+    duration = clip["spec"]["duration"]
+    phases = []
+    for p in clip["spec"]["phases"]:  # shift later; a phase pushed (almost) out of the clip is dropped
+        if p["start"] + delta < duration - 0.3:
+            phases.append(dict(p, start=p["start"] + delta, end=min(p["end"] + delta, duration)))
+    return perturbed(clip["spec"], phases=phases)
+
+
+def test_moving_phase_windows_lowers_temporal_correctness(world):
+    variant = lambda c, d: _score(world, c, _move_windows(c, d))
+    _assert_degrades(_mean_curve(world, variant, [0.0, 0.2, 0.5, 1.0], "tc"), margin=0.2)
+
+
+def test_swapping_identity_lowers_identity_similarity(world):
+    _, _, clips = world
+    other = lambda c: clips[(clips.index(c) + 1) % len(clips)]["spec"]["identity"]
+    variant = lambda c, a: _score(world, c, perturbed(c["spec"], identity=interpolate_identity(
+        c["spec"]["identity"], other(c), a)))
+    _assert_degrades(_mean_curve(world, variant, [0.0, 0.25, 0.5, 0.75, 1.0], "csim"), margin=0.3)

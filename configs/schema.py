@@ -97,13 +97,13 @@ class ProbeConfig:
 
     cache_dir: str = "cache/probe"
     seed: int = 0
-    num_frames: int = 24000  # training frames drawn from generated clips
-    steps: int = 1200
+    num_frames: int = 20000  # training frames drawn from generated clips
+    steps: int = 1000
     batch_size: int = 96
     lr: float = 1.5e-3
     width: int = 32  # base channel width of the probe network
-    detector_clips: int = 2000  # synthetic pose-track sequences for the action detector
-    detector_steps: int = 1500
+    detector_clips: int = 1500  # synthetic pose-track sequences for the action detector
+    detector_steps: int = 1200
 
     def check(self) -> list[Problem]:
         return (_positive(self, "num_frames", "batch_size", "lr", "width", "detector_clips")

@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q -n 2 -m "not slow and not gpu" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not gpu" tests
 
 # CPU demo: generate the demo dataset with previews, then evaluate its ground-truth test videos.
 demo: setup

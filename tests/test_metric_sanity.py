@@ -59,6 +59,21 @@ def test_ground_truth_scores_near_best(world):
     assert mean["csim"] >= 0.8
 
 
+def test_ground_truth_beats_a_mismatched_request_on_sync_and_expressiveness(world):
+    """For metrics whose best value is not a constant, ground truth must beat a mismatched pairing:
+    each video scored against the next clip's audio and emphasis ground truth."""
+    _, _, clips = world
+    matched = [_score(world, c) for c in clips]
+    swapped = []
+    for i, clip in enumerate(clips):
+        other = clips[(i + 1) % len(clips)]
+        swapped.append(_score(world, dict(clip, expressiveness=other["expressiveness"]), wave=other["audio"]))
+    mean = lambda rows, k: float(np.mean([r[k] for r in rows]))
+    assert mean(matched, "sync_c") > mean(swapped, "sync_c") + 0.3
+    assert mean(matched, "sync_d") < mean(swapped, "sync_d")
+    assert mean(matched, "expressiveness") > mean(swapped, "expressiveness") + 0.1
+
+
 def _shift_audio(world, clip, frames):
     cfg = world[0]
     n = int(round(frames * cfg.data.sample_rate / cfg.data.fps))

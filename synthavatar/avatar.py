@@ -89,7 +89,8 @@ def draw_head(cv: Canvas, identity: dict, lay: dict, pose: dict) -> dict:
     mouth = draw_mouth(cv, identity, pose, xl, yl, fx, fy + 0.066)
     cap = cv.cover(hair_sdf(identity, xl, yl, hx, hy))
     cv.paint(cap, hair_colour)
-    return {"eyes": eyes, "mouth": mouth, "hair": np.maximum(hair_cov, cap), "face": face}
+    # Long hair behind the head is hidden by the face: keep only its visible part in the hair mask.
+    return {"eyes": eyes, "mouth": mouth, "hair": np.maximum(hair_cov * (1 - face), cap), "face": face}
 
 
 def draw_eyes(cv, identity, pose, xl, yl, fx, fy):

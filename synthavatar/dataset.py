@@ -23,7 +23,7 @@ from tqdm import tqdm
 from synthavatar.clip import render_clip, sample_clip_spec
 from synthavatar.splits import SPLIT_ID, SPLITS
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump whenever rendering or ground truth changes
 GEN_KEYS = ("seed", "resolution", "fps", "duration", "sample_rate", "min_phases", "max_phases")
 ARRAY_KEYS = ("video", "audio", "joints", "mouth_open", "viseme", "expressiveness", "speaking", "gaze",
               "head", "blink", "action_label")

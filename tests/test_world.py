@@ -67,7 +67,8 @@ def test_raise_left_hand_moves_left_wrist_above_shoulder_only_inside_window():
 
 
 def test_masks_cover_their_parts():
-    clip = render_clip(spec_for(), 64, 25)
+    spec = spec_for()
+    clip = render_clip(perturbed(spec, identity=dict(spec["identity"], hair_style="long")), 64, 25)
     masks = dict(zip(REGIONS, clip["masks"].transpose(1, 0, 2, 3)))
     head = clip["joints"][:, JOINTS.index("head")]
     for t in (0, 25):
@@ -75,6 +76,7 @@ def test_masks_cover_their_parts():
         assert masks["face"][t, y, x]
         assert masks["mouth"][t].sum() > 0 and masks["eyes"][t].sum() > 0 and masks["hands"][t].sum() > 0
         assert not (masks["mouth"][t] & masks["hands"][t]).all()
+        assert not (masks["hair"][t] & masks["mouth"][t]).any()  # hidden hair is not in the hair mask
 
 
 def test_mouth_mask_region_tracks_mouth_opening():

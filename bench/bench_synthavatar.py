@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs.loader import load_config  # noqa: E402
-from synthavatar.dataset import atomic_write_bytes, generate_split  # noqa: E402
+from common.atomic import atomic_write_text  # noqa: E402
+from synthavatar.dataset import generate_split  # noqa: E402
 
 
 def machine() -> str:
@@ -76,7 +77,7 @@ def main() -> None:
     if not args.skip_probe:
         results["probe"] = probe_benchmark(args.experiment)
         print("probe:", results["probe"], flush=True)
-    atomic_write_bytes(args.out, lambda f: f.write(json.dumps(results, indent=1).encode()))
+    atomic_write_text(args.out, json.dumps(results, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -28,7 +28,6 @@ Usage::
 
 import difflib
 import os
-import tempfile
 import typing
 from dataclasses import is_dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any, Iterator, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from common.atomic import atomic_write_text
 from configs.schema import Config, check_config
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -88,20 +88,7 @@ def save_config(cfg: DictConfig, run_dir: "str | os.PathLike") -> Path:
     target = run_dir / RESOLVED_CONFIG_NAME
     text = ("# Resolved ActSync config; rerun with: python main.py <command> -e "
             f"{target}\n" + OmegaConf.to_yaml(cfg, resolve=True))
-    # Temp file in the same directory so os.replace is an atomic rename
-    # (never across file systems) and readers see the old or the new file only.
-    fd, tmp_name = tempfile.mkstemp(dir=run_dir, prefix=f".{RESOLVED_CONFIG_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; configs are meant to be shared
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, text)  # readers see the old or the new file only
 
 
 def available_experiments() -> list[str]:

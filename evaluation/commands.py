@@ -18,7 +18,8 @@ from evaluation import metrics
 from evaluation.evaluator import score_set, window_features
 from evaluation.probe_train import get_probe
 from evaluation.video_io import VideoError, read_video
-from synthavatar.dataset import atomic_write_bytes, ensure_split, load_clip, split_size
+from common.atomic import atomic_write_text
+from synthavatar.dataset import ensure_split, load_clip, split_size
 
 VIDEO_NAME = re.compile(r"^clip_(\d+)\.(mp4|npz|webm|mkv|mov)$")
 
@@ -90,8 +91,8 @@ def write_results(result: dict, out_dir: Path) -> str:
     note = (f"\nProbe (held-out test identities): joint error {probe.get('test_joint_error_px')} px, "
             f"mouth R2 {probe.get('test_mouth_r2')}, action frame accuracy {probe.get('test_action_frame_acc')}.\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "metrics.json", lambda f: f.write(json.dumps(result, indent=1).encode()))
-    atomic_write_bytes(out_dir / "metrics.md", lambda f: f.write((table + note).encode()))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1))
+    atomic_write_text(out_dir / "metrics.md", table + note)
     return table + note
 
 

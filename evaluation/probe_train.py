@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from evaluation.action_detector import ActionDetector, synthetic_tracks, track_features, train_detector
 from evaluation.probe import TARGETS, Probe, augment, to_probe_input
 from synthavatar.clip import render_clip, sample_clip_spec
-from synthavatar.dataset import atomic_write_bytes, ensure_split, gen_settings, load_clip
+from common.atomic import atomic_write_bytes
+from synthavatar.dataset import ensure_split, gen_settings, load_clip
 from synthavatar.identity import identity_vector
 
 PROBE_VERSION = 4
@@ -175,7 +175,7 @@ def save_bundle(bundle: ProbeBundle, path: Path) -> None:
                 "report": bundle.report, "width": bundle.model.encoder[2][0].out_channels,
                 "detector": bundle.detector.state_dict(), "det_mean": bundle.det_mean,
                 "det_std": bundle.det_std}, buf)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_bundle(path: Path) -> ProbeBundle:

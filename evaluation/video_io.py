@@ -17,14 +17,14 @@ raise ``VideoError`` with the path in the message.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from common.atomic import atomic_write
 
 __all__ = ["VideoError", "VideoClip", "write_video", "read_video"]
 
@@ -82,32 +82,6 @@ def _check_audio(path: Path, audio, sample_rate: int) -> np.ndarray | None:
     if sample_rate <= 0:
         raise VideoError(f"{path}: sample_rate must be positive, got {sample_rate}")
     return audio
-
-
-def _atomic_write(path: Path, write_fn) -> None:
-    """Call ``write_fn(tmp_path)`` on a temp file next to ``path`` (same suffix,
-    so FFmpeg picks the same muxer), then rename it over ``path``.
-
-    os.replace is atomic within a filesystem, which is why the temp file lives
-    in the target directory.  On any failure the temp file is removed and
-    ``path`` is left untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        # mkstemp creates 0600 files; give the result the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _write_npz(tmp: str, frames: np.ndarray, fps: float, audio, sample_rate: int) -> None:
@@ -189,13 +163,13 @@ def write_video(
         raise VideoError(f"{path}: fps must be positive, got {fps}")
 
     if suffix == ".npz":
-        _atomic_write(path, lambda tmp: _write_npz(tmp, frames, fps, audio, sample_rate))
+        atomic_write(path, lambda tmp: _write_npz(tmp, frames, fps, audio, sample_rate))
         return
     h, w = frames.shape[1:3]
     if h % 2 or w % 2:
         raise VideoError(f"{path}: H.264 mp4 needs even height and width, got {h}x{w} (crop or pad by one pixel)")
     try:
-        _atomic_write(path, lambda tmp: _write_mp4(tmp, frames, fps, audio, sample_rate, crf, pix_fmt))
+        atomic_write(path, lambda tmp: _write_mp4(tmp, frames, fps, audio, sample_rate, crf, pix_fmt))
     except av.FFmpegError as e:
         raise VideoError(f"{path}: encoding failed: {e}") from e
 

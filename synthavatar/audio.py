@@ -26,8 +26,6 @@ Trade-off
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,8 @@ import librosa
 import numpy as np
 import soundfile as sf
 from scipy.ndimage import gaussian_filter1d
+
+from common.atomic import atomic_write
 
 __all__ = [
     "SAMPLE_RATE",
@@ -547,14 +547,4 @@ def save_wav(path, wave: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
     """Write 16-bit PCM wav atomically (temp file in the same directory, then os.replace)."""
     path = Path(path)
     y = np.clip(validate_waveform(wave, sr, sr, source=str(path)), -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp, y, sr, format="WAV", subtype="PCM_16")
-        os.replace(tmp, path)  # readers never see a half-written file
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: sf.write(tmp, y, sr, format="WAV", subtype="PCM_16"))

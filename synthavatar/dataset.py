@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from common.atomic import atomic_write, atomic_write_text
 from synthavatar.clip import render_clip, sample_clip_spec
 from synthavatar.splits import SPLIT_ID, SPLITS
 
@@ -51,27 +50,13 @@ def clip_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), SPLIT_ID[split], int(index)])
 
 
-def atomic_write_bytes(path: Path, write_fn, suffix: str = ".tmp") -> None:
-    """Write via `write_fn(file)` into a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_clip(path: Path, clip: dict, spec: dict) -> None:
     masks = clip["masks"]  # bool (T, R, H, W) -> bits along W: 8x smaller before compression
     meta = {k: clip[k] for k in META_KEYS} | {"spec": spec}
     arrays = {k: clip[k] for k in ARRAY_KEYS} | {
         "masks_bits": np.packbits(masks, axis=-1), "masks_shape": np.asarray(masks.shape),
         "meta": np.asarray(json.dumps(meta))}
-    atomic_write_bytes(path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 def load_clip(path: Path) -> dict:
@@ -134,7 +119,7 @@ def generate_split(data_cfg, split: str, workers: int | None = None, progress: b
     bar.close()
     manifest = {"version": CACHE_VERSION, "split": split, "count": len(paths),
                 "settings": gen_settings(plain), "clips": [p.name for p in paths]}
-    atomic_write_bytes(manifest_path(data_cfg, split), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    atomic_write_text(manifest_path(data_cfg, split), json.dumps(manifest, indent=1))
     return paths
 
 

@@ -1,0 +1,91 @@
+"""Flow-matching objective (ActAvatar Sec. "Two-stage training"; Wan2.2), kept apart from the network.
+
+Path: x_t = (1 - t) * x0 + t * x1, x0 = clean latents, x1 ~ N(0, I), t in [0, 1]; the network regresses
+the velocity v = x1 - x0 = dx_t/dt. Timesteps are drawn uniformly (or logit-normal) and then shifted
+towards the noisy end, t' = s*t / (1 + (s - 1)*t), as Wan does for large latents. Image-to-video
+conditioning: the first latent frame is given clean (its per-token timestep is 0) and excluded from the
+loss. Modality dropout (text, audio, image each with p = 0.1) trains the unconditional branches that
+classifier-free guidance needs. The network is any callable `model(x_t, t_frames, cond) -> velocity`
+with latents (B, C, F, H, W) and per-frame timesteps (B, F): it does not know it is a diffusion model.
+Trade-off: per-frame timesteps (not per-token) are all image-to-video needs and keep the API small.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
+
+
+@dataclass
+class FlowMatchingConfig:
+    shift: float = 3.0  # Wan uses 3.0 at 480p and 5.0 at 720p
+    timestep_dist: str = "uniform"  # or "logit_normal"
+    clean_first_frame: bool = True  # image-to-video: frame 0 is the (clean) reference latent
+    drop_text: float = 0.1
+    drop_audio: float = 0.1
+    drop_image: float = 0.1
+
+
+def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Monotone map of [0, 1] onto itself that spends more of it near t = 1 (noise) when shift > 1."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sample_timesteps(batch: int, cfg: FlowMatchingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    if cfg.timestep_dist == "uniform":
+        t = torch.rand(batch, generator=generator)
+    elif cfg.timestep_dist == "logit_normal":
+        t = torch.sigmoid(torch.randn(batch, generator=generator))
+    else:
+        raise ValueError(f"unknown timestep_dist {cfg.timestep_dist!r}; use 'uniform' or 'logit_normal'")
+    return shift_timesteps(t, cfg.shift)
+
+
+def frame_timesteps(t: torch.Tensor, num_frames: int, clean_first_frame: bool) -> torch.Tensor:
+    """(B,) -> (B, F) per-frame timesteps; frame 0 gets t = 0 when it is the clean reference."""
+    t_frames = t[:, None].expand(-1, num_frames).clone()
+    if clean_first_frame:
+        t_frames[:, 0] = 0.0
+    return t_frames
+
+
+def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, t_frames: torch.Tensor) -> torch.Tensor:
+    """x_t = (1 - t) x0 + t x1 with t per frame: latents (B, C, F, H, W), t_frames (B, F)."""
+    t = t_frames[:, None, :, None, None]  # (B, 1, F, 1, 1)
+    return (1 - t) * x0 + t * noise
+
+
+def drop_modalities(cond: dict, cfg: FlowMatchingConfig, generator: torch.Generator | None = None) -> dict:
+    """Per-sample keep flags for CFG training: cond['keep_text'|'keep_audio'|'keep_image'] (B,) bool.
+
+    The network zeroes a dropped modality's tokens (the "null" condition the sampler also uses)."""
+    batch = next(v for v in cond.values() if torch.is_tensor(v)).shape[0]
+    out = dict(cond)
+    for name, p in (("text", cfg.drop_text), ("audio", cfg.drop_audio), ("image", cfg.drop_image)):
+        keep = torch.rand(batch, generator=generator) >= p
+        out[f"keep_{name}"] = keep & cond.get(f"keep_{name}", torch.ones(batch, dtype=torch.bool))
+    return out
+
+
+def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: dict, cfg: FlowMatchingConfig,
+                       generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                       noise: torch.Tensor | None = None) -> dict:
+    """MSE between predicted and target velocity over the frames that are actually noised.
+
+    Returns {"loss", "t", "per_sample"}; `t` and `noise` can be given (tests, validation)."""
+    B, _, F = x0.shape[:3]
+    t = sample_timesteps(B, cfg, generator) if t is None else t
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype) if noise is None else noise
+    t_frames = frame_timesteps(t.to(x0.dtype), F, cfg.clean_first_frame)
+    x_t = noisy_latents(x0, noise, t_frames)
+    v_pred = model(x_t, t_frames, cond)
+    err = (v_pred.float() - (noise - x0).float()) ** 2  # (B, C, F, H, W)
+    weight = torch.ones(F, dtype=err.dtype)
+    if cfg.clean_first_frame:
+        weight[0] = 0.0  # the reference frame is given, not predicted
+    per_frame = err.mean(dim=(1, 3, 4))                   # (B, F)
+    per_sample = (per_frame * weight).sum(1) / weight.sum().clamp_min(1)
+    return {"loss": per_sample.mean(), "t": t, "per_sample": per_sample}

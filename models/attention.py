@@ -1,0 +1,91 @@
+"""One attention entry point with selectable backends, and the time-structured biases of ActAvatar.
+
+`attention(q, k, v, bias=..., key_mask=..., backend=...)` is the only way model code calls attention,
+so a fused kernel (kernels/, issue 5) plugs in by registering a backend, without touching the model.
+Backends: "sdpa" (torch's fused scaled_dot_product_attention with a materialised additive mask) and
+"reference" (explicit fp32 softmax, the ground truth for tests and kernels). Convention: a query whose
+keys are all masked gets a zero output (not NaN), so padded text or empty audio windows are harmless.
+
+Biases (built here, consumed as an additive (B, H, Lq, Lk) tensor by the stock backends):
+- phase-window bias (our PACA extension, off by default): w_h added where the query's normalised
+  frame time lies inside the key token's phase window; base tokens are never biased;
+- frame-local mask (audio cross-attention): a query frame may only attend to audio tokens within
+  `radius` of its own time.
+Trade-off: materialising the bias costs Lq x Lk x H memory; the fused kernel of issue 5 avoids it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+AttentionFn = Callable[..., torch.Tensor]
+BACKENDS: dict[str, AttentionFn] = {}
+
+
+def register_backend(name: str):
+    def wrap(fn: AttentionFn) -> AttentionFn:
+        BACKENDS[name] = fn
+        return fn
+    return wrap
+
+
+def _additive_mask(bias, key_mask, dtype):
+    """Combine an additive bias (B|1, H|1, Lq, Lk) and a key mask (B, Lk; True = attend) into one."""
+    mask = None if bias is None else bias.to(dtype)
+    if key_mask is not None:
+        neg = torch.zeros(key_mask.shape, dtype=dtype).masked_fill(~key_mask, float("-inf"))[:, None, None, :]
+        mask = neg if mask is None else mask + neg
+    return mask
+
+
+def _zero_empty_rows(out, mask):
+    """Rows whose every key is masked: 0 instead of NaN (out (B, H, Lq, D), mask additive)."""
+    if mask is None:
+        return out
+    empty = torch.isinf(mask).all(-1, keepdim=True) & (mask < 0).all(-1, keepdim=True)  # (B|1, H|1, Lq, 1)
+    return out.masked_fill(empty, 0.0) if empty.any() else out
+
+
+@register_backend("reference")
+def reference_attention(q, k, v, bias=None, key_mask=None):
+    """softmax(q k^T / sqrt(d) + bias) v in fp32 (or fp64 for fp64 inputs). q (B, H, Lq, D), k/v (B, H, Lk, D)."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    mask = _additive_mask(bias, key_mask, dtype)
+    logits = q.to(dtype) @ k.to(dtype).transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, Lq, Lk)
+    if mask is not None:
+        logits = logits + mask
+    probs = torch.softmax(logits, -1).nan_to_num(0.0)
+    return _zero_empty_rows(probs @ v.to(dtype), mask).to(q.dtype)
+
+
+@register_backend("sdpa")
+def sdpa_attention(q, k, v, bias=None, key_mask=None):
+    mask = _additive_mask(bias, key_mask, q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return _zero_empty_rows(out.nan_to_num(0.0), mask)
+
+
+def attention(q, k, v, bias=None, key_mask=None, backend: str = "sdpa") -> torch.Tensor:
+    """The attention entry point: q (B, H, Lq, D), k/v (B, H, Lk, D) -> (B, H, Lq, D)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; registered: {sorted(BACKENDS)}")
+    return BACKENDS[backend](q, k, v, bias=bias, key_mask=key_mask)
+
+
+def phase_window_bias(query_time, key_window, key_is_phase, head_weight):
+    """w_h where start <= t_q < end for phase tokens, else 0.
+
+    query_time (B, Lq) normalised in [0, 1]; key_window (B, Lk, 2); key_is_phase (B, Lk) bool;
+    head_weight (H,) -> bias (B, H, Lq, Lk)."""
+    t = query_time[:, :, None]                                                   # (B, Lq, 1)
+    inside = (t >= key_window[:, None, :, 0]) & (t < key_window[:, None, :, 1])  # (B, Lq, Lk)
+    inside = inside & key_is_phase[:, None, :]
+    return head_weight[None, :, None, None] * inside[:, None].to(head_weight.dtype)
+
+
+def frame_local_bias(query_time, key_time, radius: float, dtype=torch.float32):
+    """0 where |t_q - t_k| <= radius, -inf elsewhere: (B, Lq) and (B, Lk) -> (B, 1, Lq, Lk)."""
+    far = (query_time[:, :, None] - key_time[:, None, :]).abs() > radius + 1e-6
+    return torch.zeros(far.shape, dtype=dtype).masked_fill(far, float("-inf"))[:, None]

@@ -29,7 +29,7 @@ from common.atomic import atomic_write_bytes
 from synthavatar.dataset import ensure_split, gen_settings, load_clip
 from synthavatar.identity import identity_vector
 
-PROBE_VERSION = 4
+PROBE_VERSION = 5  # 5: test split no longer depends on PYTHONHASHSEED (held-out report changes)
 PROBE_CLIP_S = 1.0  # seconds per probe training clip (one identity each)
 
 

@@ -22,7 +22,7 @@ from common.atomic import atomic_write, atomic_write_text
 from synthavatar.clip import render_clip, sample_clip_spec
 from synthavatar.splits import SPLIT_ID, SPLITS
 
-CACHE_VERSION = 2  # bump whenever rendering or ground truth changes
+CACHE_VERSION = 3  # bump whenever rendering or ground truth changes
 GEN_KEYS = ("seed", "resolution", "fps", "duration", "sample_rate", "min_phases", "max_phases")
 ARRAY_KEYS = ("video", "audio", "joints", "mouth_open", "viseme", "expressiveness", "speaking", "gaze",
               "head", "blink", "action_label")

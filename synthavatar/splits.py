@@ -52,7 +52,8 @@ def sample_actions(rng: np.random.Generator, split: str, count: int) -> list[str
     """`count` distinct actions obeying the split's combination rule (rejection sampling)."""
     if split == "test":
         count = max(count, 2)
-        a, b = sorted(HELD_OUT_PAIRS, key=sorted)[int(rng.integers(len(HELD_OUT_PAIRS)))]
+        # sorted(): iterating a frozenset of str follows PYTHONHASHSEED, which differs per process
+        a, b = sorted(sorted(HELD_OUT_PAIRS, key=sorted)[int(rng.integers(len(HELD_OUT_PAIRS)))])
         rest = [n for n in ACTION_NAMES if n not in (a, b)]
         actions = [a, b] + list(rng.choice(rest, size=count - 2, replace=False))
         return [str(x) for x in rng.permutation(actions)]

@@ -115,3 +115,18 @@ def test_identity_interpolation_endpoints():
     assert interpolate_identity(a, b, 0.0) == a
     assert interpolate_identity(a, b, 1.0)["skin"] == pytest.approx(b["skin"])
     assert interpolate_identity(a, b, 1.0)["hair_style"] == b["hair_style"] in HAIR_STYLES
+
+
+def test_test_split_specs_do_not_depend_on_the_hash_seed():
+    """Clips are a pure function of (seed, split, index), also across processes with other hash seeds."""
+    import os
+    import subprocess
+    import sys
+    code = ("import json, numpy as np; from synthavatar.clip import sample_clip_spec; "
+            "print(json.dumps([sample_clip_spec(np.random.SeedSequence([0, 2, i]), 'test', 4.0)['phases'] "
+            "for i in range(6)]))")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo,
+                           env=os.environ | {"PYTHONHASHSEED": seed, "PYTHONPATH": repo}).stdout
+            for seed in ("1", "2", "3")}
+    assert len(outs) == 1

@@ -44,17 +44,13 @@ def tiny_test_split(tmp_path):
     return cfg, generate_split(cfg.data, "test", workers=1, progress=False)
 
 
-def test_generated_video_with_wrong_shape_is_named(tmp_path, tiny_test_split):
+@pytest.mark.parametrize("shape,fps,fault", [
+    ((20, 32, 32, 3), 25, r"shape \(20, 32, 32, 3\) does not match"),
+    ((20, 64, 64, 3), 30, r"30(\.0)? fps, expected 25"),
+])
+def test_generated_video_with_wrong_shape_or_fps_is_named(tmp_path, tiny_test_split, shape, fps, fault):
     cfg, paths = tiny_test_split
     bad = tmp_path / "clip_00000.npz"
-    write_video(bad, np.zeros((20, 32, 32, 3), np.uint8), fps=25)
-    with pytest.raises(VideoError, match=r"clip_00000\.npz: shape \(20, 32, 32, 3\) does not match"):
-        list(_generated_items([(0, bad)], paths, cfg))
-
-
-def test_generated_video_with_wrong_fps_is_named(tmp_path, tiny_test_split):
-    cfg, paths = tiny_test_split
-    bad = tmp_path / "clip_00000.npz"
-    write_video(bad, np.zeros((20, 64, 64, 3), np.uint8), fps=30)
-    with pytest.raises(VideoError, match=r"clip_00000\.npz: 30(\.0)? fps, expected 25"):
+    write_video(bad, np.zeros(shape, np.uint8), fps=fps)
+    with pytest.raises(VideoError, match=r"clip_00000\.npz: " + fault):
         list(_generated_items([(0, bad)], paths, cfg))

@@ -56,15 +56,20 @@ def make_json(**overrides) -> dict:
     return obj
 
 
-def rejects(prompt: StructuredPrompt, *fragments: str, **kwargs) -> str:
-    """Validates, expects a PromptError containing every fragment; returns the message."""
+def expect_error(call, source: str, *fragments: str) -> str:
+    """Runs `call`, expects a PromptError starting with `source` and containing every fragment."""
     with pytest.raises(PromptError) as caught:
-        validate(prompt, source="clip_12.json", **kwargs)
+        call()
     message = str(caught.value)
-    assert message.startswith("clip_12.json: "), message
+    assert message.startswith(f"{source}: "), message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
     return message
+
+
+def rejects(prompt: StructuredPrompt, *fragments: str, **kwargs) -> str:
+    """Validates, expects a PromptError containing every fragment; returns the message."""
+    return expect_error(lambda: validate(prompt, source="clip_12.json", **kwargs), "clip_12.json", *fragments)
 
 
 # --------------------------------------------------------------------------- #
@@ -228,13 +233,7 @@ def test_validate_normalises_text_and_numbers():
 
 
 def json_rejects(obj, *fragments: str) -> str:
-    with pytest.raises(PromptError) as caught:
-        from_json(obj, source="x.json")
-    message = str(caught.value)
-    assert message.startswith("x.json: "), message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
+    return expect_error(lambda: from_json(obj, source="x.json"), "x.json", *fragments)
 
 
 def test_unknown_phase_field_suggests_closest_name():
@@ -305,13 +304,7 @@ def test_schema_documents_fields():
 
 
 def text_rejects(text: str, *fragments: str) -> str:
-    with pytest.raises(PromptError) as caught:
-        from_text(text, source="p.txt")
-    message = str(caught.value)
-    assert message.startswith("p.txt: "), message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
+    return expect_error(lambda: from_text(text, source="p.txt"), "p.txt", *fragments)
 
 
 def test_text_missing_base_line():

@@ -74,11 +74,11 @@ def evaluate(cfg, split: str, videos: Path | None, progress: bool = True) -> dic
     found = None if videos is None else find_videos(Path(videos), split_size(cfg.data, split))
     probe = get_probe(cfg, progress)
     clip_paths = ensure_split(cfg.data, split, progress)
-    gt_feats = ground_truth_features(probe, clip_paths)
-    if found is None:
-        items, count, label = _ground_truth_items(clip_paths), len(clip_paths), "ground truth"
+    if found is None:  # the ground truth is its own FVD reference: no second pass over the clips
+        items, count, label, gt_feats = _ground_truth_items(clip_paths), len(clip_paths), "ground truth", None
     else:
         items, count, label = _generated_items(found, clip_paths, cfg), len(found), str(videos)
+        gt_feats = lambda: ground_truth_features(probe, clip_paths)  # noqa: E731
     bar = tqdm(total=count, desc="evaluating", unit="video", disable=not progress)
     result = score_set(probe, items, cfg, gt_feats, bar)
     bar.close()

@@ -62,8 +62,11 @@ def score_video(probe, video: np.ndarray, wave: np.ndarray, clip: dict, cfg, ref
     return row | {"_features": window_features(out, size)}
 
 
-def score_set(probe, items, cfg, gt_features: np.ndarray | None = None, progress=None) -> dict:
-    """items: iterable of (name, video, wave, clip). Returns per-video rows, mean ± std and FVD."""
+def score_set(probe, items, cfg, gt_features=None, progress=None) -> dict:
+    """items: iterable of (name, video, wave, clip). Returns per-video rows, mean ± std and FVD.
+
+    gt_features: window features of the reference set (ground_truth_features); None means the
+    scored videos are the ground truth themselves, so their own features are the reference."""
     rows, feats = [], []
     for name, video, wave, clip in items:
         row = score_video(probe, video, wave, clip, cfg)
@@ -72,6 +75,8 @@ def score_set(probe, items, cfg, gt_features: np.ndarray | None = None, progress
         if progress is not None:
             progress.update()
     summary = metrics.summarize(rows)
-    if gt_features is not None and len(feats):
-        summary["fvd"] = (metrics.frechet_distance(np.concatenate(feats), gt_features), 0.0)
+    if feats:
+        feats = np.concatenate(feats)
+        reference = feats if gt_features is None else gt_features()
+        summary["fvd"] = (metrics.frechet_distance(feats, reference), 0.0)
     return {"rows": rows, "summary": summary}

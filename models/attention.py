@@ -11,10 +11,13 @@ Biases (built here, consumed as an additive (B, H, Lq, Lk) tensor by the stock b
   frame time lies inside the key token's phase window; base tokens are never biased;
 - frame-local mask (audio cross-attention): a query frame may only attend to audio tokens within
   `radius` of its own time.
+Model code passes these biases as a `TimeBias` *description* (query times, key windows, per-head
+weights, mode), not as a tensor: the stock backends materialise it, a fused kernel computes it in-loop.
 Trade-off: materialising the bias costs Lq x Lk x H memory; the fused kernel of issue 5 avoids it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -67,10 +70,46 @@ def sdpa_attention(q, k, v, bias=None, key_mask=None):
     return _zero_empty_rows(out.nan_to_num(0.0), mask)
 
 
-def attention(q, k, v, bias=None, key_mask=None, backend: str = "sdpa") -> torch.Tensor:
-    """The attention entry point: q (B, H, Lq, D), k/v (B, H, Lk, D) -> (B, H, Lq, D)."""
+@dataclass
+class TimeBias:
+    """A time-structured bias described by its ingredients (never by an Lq x Lk tensor).
+
+    mode "text": + head_weight[h] where key_window[0] <= query_time < key_window[1] and key_is_phase;
+    mode "audio": -inf unless key_window[0] <= query_time <= key_window[1] (frame-local attention).
+    query_time (B, Lq) and key_window (B, Lk, 2) are normalised clip times; head_weight (H,)."""
+    mode: str
+    query_time: torch.Tensor
+    key_window: torch.Tensor
+    key_is_phase: torch.Tensor | None = None
+    head_weight: torch.Tensor | None = None
+
+    def materialise(self, dtype=torch.float32) -> torch.Tensor:
+        """(B, H|1, Lq, Lk) additive bias, for backends that take a dense mask."""
+        if self.mode == "text":
+            return phase_window_bias(self.query_time, self.key_window, self.key_is_phase, self.head_weight).to(dtype)
+        if self.mode == "audio":
+            t = self.query_time[:, :, None]
+            inside = (t >= self.key_window[:, None, :, 0] - 1e-6) & (t <= self.key_window[:, None, :, 1] + 1e-6)
+            return torch.zeros(inside.shape, dtype=dtype).masked_fill(~inside, float("-inf"))[:, None]
+        raise ValueError(f"unknown TimeBias mode {self.mode!r}; use 'text' or 'audio'")
+
+
+# Backends that compute a TimeBias themselves (fused kernels) register here; others get it materialised.
+STRUCTURED_BACKENDS: set[str] = set()
+
+
+def attention(q, k, v, bias=None, key_mask=None, backend: str = "sdpa",
+              time_bias: TimeBias | None = None) -> torch.Tensor:
+    """The attention entry point: q (B, H, Lq, D), k/v (B, H, Lk, D) -> (B, H, Lq, D).
+
+    bias: optional dense additive (B|1, H|1, Lq, Lk); time_bias: a TimeBias description (added to it)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; registered: {sorted(BACKENDS)}")
+    if time_bias is not None and backend in STRUCTURED_BACKENDS:
+        return BACKENDS[backend](q, k, v, bias=bias, key_mask=key_mask, time_bias=time_bias)
+    if time_bias is not None:
+        dense = time_bias.materialise(torch.promote_types(q.dtype, torch.float32))
+        bias = dense if bias is None else bias + dense
     return BACKENDS[backend](q, k, v, bias=bias, key_mask=key_mask)
 
 

@@ -59,3 +59,21 @@ def test_phase_window_bias_inside_window_only_and_never_on_base_tokens():
 def test_frame_local_bias_limits_attention_to_the_radius():
     bias = frame_local_bias(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 0.5, 1.0, 1.5]]), radius=0.5)
     assert torch.isinf(bias).tolist() == [[[[False, False, True, True], [True, False, False, False]]]]
+
+
+def test_time_bias_description_matches_the_dense_biases():
+    q, k, v = _qkv(B=1, H=2, Lq=3, Lk=3)
+    query_time = torch.tensor([[0.1, 0.5, 0.9]])
+    key_window = torch.tensor([[[0.0, 1.0], [0.0, 0.5], [0.5, 1.0]]])
+    is_phase = torch.tensor([[False, True, True]])
+    w = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    from models.attention import TimeBias
+    text = TimeBias("text", query_time, key_window, is_phase, w)
+    dense = phase_window_bias(query_time, key_window, is_phase, w)
+    torch.testing.assert_close(attention(q, k, v, time_bias=text, backend="reference"),
+                               attention(q, k, v, bias=dense, backend="reference"))
+    audio = TimeBias("audio", query_time, torch.tensor([[[0.0, 0.2], [0.4, 0.6], [0.9, 0.9]]]))
+    expected = torch.tensor([[0, -1, -1], [-1, 0, -1], [-1, -1, 0]]).float() * float("inf")
+    torch.testing.assert_close(audio.materialise()[0, 0], expected.nan_to_num(0.0, neginf=float("-inf")))
+    with pytest.raises(ValueError, match="mode"):
+        TimeBias("video", query_time, key_window).materialise()

@@ -19,8 +19,13 @@ Value checks are deliberately cheap (no file-system access): they run on every
 start-up, including ``main.py config``.
 """
 
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Iterator
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
+from typing import Iterator, Optional, get_type_hints
+
+from models.audio import AudioConfig
+from models.dit_config import PRESETS, DiTConfig, preset_config
+from models.text_encoders import TextConfig
+from models.visual import VisualConfig
 
 # (field name relative to its section, human-readable problem)
 Problem = tuple[str, str]
@@ -125,6 +130,33 @@ class EvalConfig:
         return problems
 
 
+# Every DiTConfig field, optional: None = "the preset's value" (models/dit_config.py PRESETS).
+DiTOverrides = make_dataclass(
+    "DiTOverrides", [(name, Optional[kind], None) for name, kind in get_type_hints(DiTConfig).items()])
+
+
+@dataclass
+class ModelConfig:
+    """The DiT (a named preset + per-field overrides) and its conditioning modules."""
+
+    preset: str = "demo"  # tiny | demo | synth | wan2.2-ti2v-5b
+    init_from: str = ""  # local Wan2.2 DiT checkpoint (file or directory; Wan or diffusers names) to load
+    dit: DiTOverrides = field(default_factory=DiTOverrides)
+    text: TextConfig = field(default_factory=TextConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    visual: VisualConfig = field(default_factory=lambda: VisualConfig(enabled=False))
+
+    def dit_config(self) -> DiTConfig:
+        """The preset with the overrides applied (in/out channels and text_dim may still be 0 = auto)."""
+        overrides = {f.name: getattr(self.dit, f.name) for f in fields(self.dit)}
+        return preset_config(self.preset, **overrides)
+
+    def check(self) -> list[Problem]:
+        if self.preset not in PRESETS:
+            return [("preset", f"unknown preset {self.preset!r}; available: {', '.join(sorted(PRESETS))}")]
+        return [("dit." + name, problem) for name, problem in self.dit_config().check()]
+
+
 @dataclass
 class Config:
     """Root of the schema: one field per section."""
@@ -132,6 +164,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 def check_config(config: Config) -> list[tuple[str, str]]:

@@ -38,7 +38,7 @@ def _additive_mask(bias, key_mask, dtype):
     """Combine an additive bias (B|1, H|1, Lq, Lk) and a key mask (B, Lk; True = attend) into one."""
     mask = None if bias is None else bias.to(dtype)
     if key_mask is not None:
-        neg = torch.zeros(key_mask.shape, dtype=dtype).masked_fill(~key_mask, float("-inf"))[:, None, None, :]
+        neg = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device).masked_fill(~key_mask, float("-inf"))[:, None, None, :]
         mask = neg if mask is None else mask + neg
     return mask
 
@@ -90,7 +90,7 @@ class TimeBias:
         if self.mode == "audio":
             t = self.query_time[:, :, None]
             inside = (t >= self.key_window[:, None, :, 0] - 1e-6) & (t <= self.key_window[:, None, :, 1] + 1e-6)
-            return torch.zeros(inside.shape, dtype=dtype).masked_fill(~inside, float("-inf"))[:, None]
+            return torch.zeros(inside.shape, dtype=dtype, device=inside.device).masked_fill(~inside, float("-inf"))[:, None]
         raise ValueError(f"unknown TimeBias mode {self.mode!r}; use 'text' or 'audio'")
 
 
@@ -127,4 +127,4 @@ def phase_window_bias(query_time, key_window, key_is_phase, head_weight):
 def frame_local_bias(query_time, key_time, radius: float, dtype=torch.float32):
     """0 where |t_q - t_k| <= radius, -inf elsewhere: (B, Lq) and (B, Lk) -> (B, 1, Lq, Lk)."""
     far = (query_time[:, :, None] - key_time[:, None, :]).abs() > radius + 1e-6
-    return torch.zeros(far.shape, dtype=dtype).masked_fill(far, float("-inf"))[:, None]
+    return torch.zeros(far.shape, dtype=dtype, device=far.device).masked_fill(far, float("-inf"))[:, None]

@@ -91,7 +91,7 @@ class WanDiT(nn.Module):
 
     def _attach_audio(self, audio_cfg):
         from models.audio import AudioAdapter, AudioCrossAttention
-        self.audio_adapter = AudioAdapter(audio_cfg, self.cfg.dim)
+        self.audio_adapter = AudioAdapter(audio_cfg, self.cfg.dim, stride=self.cfg.temporal_stride)
         for block in self.blocks:  # f(l) = (l / L)^gamma with l = 1..L
             block.audio_attn = AudioCrossAttention(self.cfg.dim, self.cfg.num_heads, block.layer + 1,
                                                    self.cfg.num_layers, audio_cfg.gamma, self.cfg.eps,

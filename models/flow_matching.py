@@ -75,17 +75,21 @@ def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: dict, cfg: Flo
                        noise: torch.Tensor | None = None) -> dict:
     """MSE between predicted and target velocity over the frames that are actually noised.
 
-    Returns {"loss", "t", "per_sample"}; `t` and `noise` can be given (tests, validation)."""
+    Returns {"loss", "t", "per_sample", "aux"} (aux: the network's auxiliary outputs, e.g. the
+    localisation loss, when it returns (velocity, aux)); `t` and `noise` can be given (tests, validation)."""
     B, _, F = x0.shape[:3]
     t = sample_timesteps(B, cfg, generator) if t is None else t
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype) if noise is None else noise
     t_frames = frame_timesteps(t.to(x0.dtype), F, cfg.clean_first_frame)
     x_t = noisy_latents(x0, noise, t_frames)
     v_pred = model(x_t, t_frames, cond)
+    aux = {}
+    if isinstance(v_pred, tuple):  # a network called with return_aux=True: (velocity, aux dict)
+        v_pred, aux = v_pred
     err = (v_pred.float() - (noise - x0).float()) ** 2  # (B, C, F, H, W)
     weight = torch.ones(F, dtype=err.dtype)
     if cfg.clean_first_frame:
         weight[0] = 0.0  # the reference frame is given, not predicted
     per_frame = err.mean(dim=(1, 3, 4))                   # (B, F)
     per_sample = (per_frame * weight).sum(1) / weight.sum().clamp_min(1)
-    return {"loss": per_sample.mean(), "t": t, "per_sample": per_sample}
+    return {"loss": per_sample.mean(), "t": t, "per_sample": per_sample, "aux": aux}

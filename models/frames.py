@@ -22,8 +22,10 @@ def num_latent_frames(num_video: int, stride: int, causal_first: bool) -> int:
     return (num_video - 1) // stride + 1 if causal_first else num_video // stride
 
 
-def latent_frame_spans(num_latent: int, stride: int, causal_first: bool) -> torch.Tensor:
+def latent_frame_spans(num_latent: int, stride: int, causal_first: bool = True) -> torch.Tensor:
     """(F, 2) long: first and last (inclusive) video frame of every latent frame."""
+    if num_latent < 1 or stride < 1:
+        raise ValueError(f"need num_latent_frames >= 1 and stride >= 1 (got {num_latent}, {stride})")
     k = torch.arange(num_latent)
     if causal_first:
         first = torch.where(k == 0, 0, stride * (k - 1) + 1)

@@ -1,0 +1,45 @@
+"""Parallelism and memory transforms applied to an already-built model (code style rule 4).
+
+The model code never checks for checkpointing or sharding; these functions wrap a built `WanDiT`:
+- `apply_activation_checkpointing`: recompute each DiT block in backward (non-reentrant
+  `torch.utils.checkpoint`), trading ~30% more compute for activations of one block instead of all;
+- `zero3_leaf_modules`: the modules DeepSpeed ZeRO-3 / FSDP should treat as units (the blocks), used by
+  the training strategy (issue 4) to wrap or prefetch per block.
+Trade-off: wrapping per block (not per sub-layer) keeps the recompute granularity Wan and diffusers use.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from models.dit_layers import WanBlock
+
+
+def _checkpointed(block: nn.Module, plain_forward):
+    def forward(*args, **kwargs):
+        if block.training and torch.is_grad_enabled():
+            return checkpoint(plain_forward, *args, use_reentrant=False, **kwargs)
+        return plain_forward(*args, **kwargs)
+    return forward
+
+
+def apply_activation_checkpointing(model: nn.Module, every: int = 1) -> int:
+    """Recompute every `every`-th block of `model.blocks` in backward; returns how many blocks.
+
+    Only the block's `forward` is replaced (an instance attribute), so parameter names and checkpoints
+    are unchanged: a model trained with checkpointing loads into one without."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1 (got {every})")
+    wrapped = 0
+    for i, block in enumerate(model.blocks):
+        if i % every == 0 and not getattr(block, "activation_checkpointing", False):
+            block.forward = _checkpointed(block, block.forward)
+            block.activation_checkpointing = True
+            wrapped += 1
+    return wrapped
+
+
+def zero3_leaf_modules(model: nn.Module) -> list[type]:
+    """Module classes to shard/prefetch as units under ZeRO-3 or FSDP."""
+    return [WanBlock]

@@ -34,7 +34,7 @@ from models.attention import TimeBias
 from models.dit_config import DiTConfig
 from models.dit_layers import BlockInputs, Head, WanBlock
 from models.frames import latent_frame_times
-from models.rope import rope_angles
+from models.rope import rope_angles, rope_tables
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -149,7 +149,8 @@ class WanDiT(nn.Module):
         tokens_per_frame = grid[1] * grid[2]
         frame_time = self._frame_time(cond, B, F, x.device)                       # (B, F)
         query_time = frame_time[:, :: self.patch_size[0]].repeat_interleave(tokens_per_frame, 1)  # (B, L)
-        inp = BlockInputs(rope_angles=rope_angles(grid, self.cfg.head_dim, self.cfg.rope_theta, x.device),
+        angles = rope_angles(grid, self.cfg.head_dim, self.cfg.rope_theta, x.device)  # (L, head_dim/2) float64
+        inp = BlockInputs(rope=rope_tables(angles),
                           text=self._embed_text(cond, B), query_time=query_time,
                           backend=self.cfg.attention_backend,
                           record_text_attention=bool(cond.get("record_text_attention", False)))

@@ -47,7 +47,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class BlockInputs:
     """Everything a block needs besides x and its timestep modulation; built once per forward."""
-    rope_angles: torch.Tensor                       # (L, head_dim/2) float64
+    rope: tuple                                     # (cos, sin) 2 x (L, head_dim/2) fp32
     text: torch.Tensor                              # (B, Lt, dim) embedded text (+ phase embeddings)
     text_mask: torch.Tensor | None = None           # (B, Lt) True = attend
     text_time: TimeBias | None = None               # PACA window bias description (head_weight per block)
@@ -70,9 +70,9 @@ class SelfAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
         self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor, backend: str) -> torch.Tensor:
-        q = apply_rope(split_heads(self.norm_q(self.q(x)), self.num_heads), angles)
-        k = apply_rope(split_heads(self.norm_k(self.k(x)), self.num_heads), angles)
+    def forward(self, x: torch.Tensor, rope: tuple, backend: str) -> torch.Tensor:
+        q = apply_rope(split_heads(self.norm_q(self.q(x)), self.num_heads), rope)
+        k = apply_rope(split_heads(self.norm_k(self.k(x)), self.num_heads), rope)
         v = split_heads(self.v(x), self.num_heads)
         return self.o(merge_heads(attention(q, k, v, backend=backend)))
 
@@ -146,7 +146,7 @@ class WanBlock(nn.Module):
         def gated(residual, gate):
             return (x.float().view(B, G, L // G, D) + residual.float().view(B, G, L // G, D) * gate).view(B, L, D)
 
-        x = gated(self.self_attn(modulate(self.norm1, shift1, scale1), inp.rope_angles, inp.backend), gate1).type_as(x)
+        x = gated(self.self_attn(modulate(self.norm1, shift1, scale1), inp.rope, inp.backend), gate1).type_as(x)
         x = x + self.cross_attn(self.norm3(x), inp, self.layer)
         if self.visual_attn is not None and inp.visual is not None:
             region = inp.region_tokens if self.compute_loc_loss else None

@@ -1,0 +1,80 @@
+"""Frozen condition encoders and the model builder: a batch of clips -> (clean latents, DiT conditions).
+
+`ConditionEncoder` bundles what turns raw inputs into DiT inputs and is not trained by the flow-matching
+loss: the latent codec (pixels <-> latents), the text encoder (+ PACA block tokenisation), the audio
+encoder, and the region-mask downsampling for SyncDreamer's localisation loss. `build_model` builds the
+WanDiT from the typed model config, filling the "auto" fields (latent channels, text width, latent
+geometry) from these encoders, and loads Wan weights when `model.init_from` names a checkpoint.
+Trade-off: the encoders run inside the training step (simple, always consistent with the config) rather
+than as an offline feature cache; on SynthAvatar they cost little next to the DiT (text outputs are cached).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn as nn
+
+from models.audio_encoders import build_audio_encoder
+from models.convert import load_wan_weights
+from models.dit import WanDiT
+from models.prompt_tokens import encode_prompts, structured_prompts
+from models.text_encoders import build_text_encoder
+from models.visual import region_masks_to_tokens, select_region_masks
+
+
+class ConditionEncoder(nn.Module):
+    """codec + text encoder + audio encoder; `prepare(batch)` -> (x0 (B, C, F, h, w), cond dict)."""
+
+    def __init__(self, model_cfg, codec, text_vocab=None):
+        super().__init__()
+        self.cfg = model_cfg
+        self.codec = codec
+        self.text_encoder = build_text_encoder(model_cfg.text, vocab=text_vocab)
+        self.audio_encoder = build_audio_encoder(model_cfg.audio) if model_cfg.audio.enabled else None
+        self.need_regions = model_cfg.visual.enabled and model_cfg.visual.loc_weight > 0
+
+    def prepare(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """A collated SynthAvatar batch (datamodules/synth_avatar.py) -> clean latents and conditions."""
+        video = batch["video"]                                   # (B, T, 3, H, W) in [-1, 1]
+        T = self.codec.valid_num_frames(video.shape[1])           # e.g. 100 -> 97 = 4*24 + 1
+        with torch.no_grad():
+            x0 = self.codec.encode(video[:, :T].transpose(1, 2))  # (B, 3, T, H, W) -> (B, C, F, h, w)
+        cond = self.encode_text(structured_prompts(batch["prompt"]))
+        if self.audio_encoder is not None:
+            cond["audio"] = self.encode_audio(batch["audio"], video.shape[1])[:, :T]
+        if self.need_regions:
+            cond["region_tokens"] = self.region_tokens(batch["gt"]["masks"][:, :T], x0.shape[2])
+        return x0, cond
+
+    def encode_text(self, prompts) -> dict:
+        text = encode_prompts(prompts, self.text_encoder, mode=self.cfg.text.prompt_mode)
+        return text.to_cond()
+
+    def encode_audio(self, wave: torch.Tensor, num_video_frames: int) -> torch.Tensor:
+        """wave (B, S) -> per-video-frame features (B, num_video_frames, D) for the whole clip."""
+        return self.audio_encoder(wave, num_frames=num_video_frames)
+
+    def region_tokens(self, masks: torch.Tensor, num_latent_frames: int) -> torch.Tensor:
+        """Ground-truth region masks (B, T, 5, H, W) -> per-token (B, L, R) in the DiT's token order."""
+        regions = select_region_masks(masks, self.cfg.visual.regions)  # (B, R, T, H, W)
+        patch = self.cfg.dit_config().patch_size
+        stride = (self.codec.spatial_stride * patch[1], self.codec.spatial_stride * patch[2])
+        return region_masks_to_tokens(regions, num_latent_frames, self.codec.temporal_stride,
+                                      self.codec.causal_first, stride, self.cfg.visual.region_fraction)
+
+
+def build_model(model_cfg, codec, text_dim: int) -> WanDiT:
+    """The WanDiT of `model_cfg` (typed ModelConfig), auto fields filled from the codec and text encoder."""
+    dit = model_cfg.dit_config()
+    dit = replace(dit, in_channels=dit.in_channels or codec.latent_channels,
+                  out_channels=dit.out_channels or dit.in_channels or codec.latent_channels,
+                  text_dim=dit.text_dim or text_dim,
+                  temporal_stride=codec.temporal_stride if model_cfg.dit.temporal_stride is None
+                  else dit.temporal_stride,
+                  causal_first=codec.causal_first if model_cfg.dit.causal_first is None else dit.causal_first)
+    audio = model_cfg.audio if model_cfg.audio.enabled else None
+    model = WanDiT(dit, audio, model_cfg.visual)
+    if model_cfg.init_from:
+        load_wan_weights(model, model_cfg.init_from)
+    return model

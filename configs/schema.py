@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from typing import Iterator, Optional, get_type_hints
 
 from models.audio import AudioConfig
+from models.codec import CodecConfig
 from models.dit_config import PRESETS, DiTConfig, preset_config
 from models.text_encoders import TextConfig
 from models.visual import VisualConfig
@@ -145,6 +146,7 @@ class ModelConfig:
     text: TextConfig = field(default_factory=TextConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     visual: VisualConfig = field(default_factory=lambda: VisualConfig(enabled=False))
+    codec: CodecConfig = field(default_factory=CodecConfig)
 
     def dit_config(self) -> DiTConfig:
         """The preset with the overrides applied (in/out channels and text_dim may still be 0 = auto)."""

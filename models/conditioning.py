@@ -41,6 +41,8 @@ class ConditionEncoder(nn.Module):
         with torch.no_grad():
             x0 = self.codec.encode(video[:, :T].transpose(1, 2))  # (B, 3, T, H, W) -> (B, C, F, h, w)
         cond = self.encode_text(structured_prompts(batch["prompt"]))
+        # Prompt windows are normalised by the whole clip (T frames); latent times by the T' kept frames.
+        cond["text_window"] = cond["text_window"] * (video.shape[1] / T)
         if self.audio_encoder is not None:
             cond["audio"] = self.encode_audio(batch["audio"], video.shape[1])[:, :T]
         if self.need_regions:

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.attention import attention
+from models.frames import num_video_frames
 from synthavatar.render import REGIONS
 
 ENCODERS = ("patch", "pretrained")
@@ -421,7 +422,7 @@ def region_masks_to_tokens(masks, num_latent_frames: int, temporal_stride: int, 
     if H % sh or W % sw:
         raise ValueError(f"region masks {H}x{W} are not divisible by the spatial stride {sh}x{sw}")
     Fl, s = num_latent_frames, temporal_stride
-    expected = 1 + s * (Fl - 1) if causal_first else s * Fl
+    expected = num_video_frames(Fl, s, causal_first)  # the shared rule of models/frames.py
     if T != expected:
         raise ValueError(f"region masks have {T} frames; {Fl} latent frames at temporal stride {s} "
                          f"({'causal first frame' if causal_first else 'no causal first frame'}) need {expected}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 AttentionFn = Callable[..., torch.Tensor]
@@ -51,16 +52,22 @@ def _zero_empty_rows(out, mask):
     return out.masked_fill(empty, 0.0) if empty.any() else out
 
 
-@register_backend("reference")
-def reference_attention(q, k, v, bias=None, key_mask=None):
-    """softmax(q k^T / sqrt(d) + bias) v in fp32 (or fp64 for fp64 inputs). q (B, H, Lq, D), k/v (B, H, Lk, D)."""
+def attention_probs(q, k, bias=None, key_mask=None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) in fp32 (fp64 for fp64 inputs): (B, H, Lq, Lk); rows without a valid
+    key are 0. For the few places that need the probabilities themselves (losses, attention maps)."""
     dtype = torch.promote_types(q.dtype, torch.float32)
     mask = _additive_mask(bias, key_mask, dtype)
     logits = q.to(dtype) @ k.to(dtype).transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, Lq, Lk)
     if mask is not None:
         logits = logits + mask
-    probs = torch.softmax(logits, -1).nan_to_num(0.0)
-    return _zero_empty_rows(probs @ v.to(dtype), mask).to(q.dtype)
+    return torch.softmax(logits, -1).nan_to_num(0.0)
+
+
+@register_backend("reference")
+def reference_attention(q, k, v, bias=None, key_mask=None):
+    """softmax(q k^T / sqrt(d) + bias) v in fp32 (or fp64 for fp64 inputs). q (B, H, Lq, D), k/v (B, H, Lk, D)."""
+    probs = attention_probs(q, k, bias, key_mask)
+    return (probs @ v.to(probs.dtype)).to(q.dtype)  # masked-out rows are already 0 in probs
 
 
 @register_backend("sdpa")
@@ -111,6 +118,41 @@ def attention(q, k, v, bias=None, key_mask=None, backend: str = "sdpa",
         dense = time_bias.materialise(torch.promote_types(q.dtype, torch.float32))
         bias = dense if bias is None else bias + dense
     return BACKENDS[backend](q, k, v, bias=bias, key_mask=key_mask)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, L, H*D) -> (B, H, L, D)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, D) -> (B, L, H*D)."""
+    return x.transpose(1, 2).flatten(2)
+
+
+class ProjectedAttention(nn.Module):
+    """Wan's attention parameter layout, shared by every DiT attention layer: `q`, `k`, `v`, `o` linears
+    over the full width and optional RMSNorm qk-norm over the full width (`norm_q`, `norm_k`).
+    `zero_output` zero-initialises `o`, so a new residual branch starts as an exact no-op."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float = 1e-6, qk_norm: bool = True,
+                 zero_output: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"{type(self).__name__}: dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        if zero_output:
+            nn.init.zeros_(self.o.weight)
+            nn.init.zeros_(self.o.bias)
+
+    def project(self, x: torch.Tensor, context: torch.Tensor):
+        """Queries from x (B, L, dim), keys/values from context (B, Lk, dim) -> 3 x (B, H, L|Lk, dim/H)."""
+        q = split_heads(self.norm_q(self.q(x)), self.num_heads)
+        k = split_heads(self.norm_k(self.k(context)), self.num_heads)
+        return q, k, split_heads(self.v(context), self.num_heads)
 
 
 def phase_window_bias(query_time, key_window, key_is_phase, head_weight):

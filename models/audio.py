@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from models.attention import TimeBias, attention
+from models.attention import ProjectedAttention, TimeBias, attention, merge_heads
 from models.audio_encoders import LogMelEnergyEncoder, Wav2Vec2Encoder, build_audio_encoder
 from models.frames import latent_frame_spans
 
@@ -155,7 +155,7 @@ def depth_scale(layer_index: int, num_layers: int, gamma: float) -> float:
     return float((layer_index / num_layers) ** gamma)
 
 
-class AudioCrossAttention(nn.Module):
+class AudioCrossAttention(ProjectedAttention):
     """One DiT block's audio cross-attention; forward returns the residual f(l)·o(attn), caller adds it.
 
     Pre-norm LayerNorm on x; q from x, k/v from the audio tokens; optional RMSNorm over the full width on
@@ -163,21 +163,9 @@ class AudioCrossAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, layer_index: int, num_layers: int, gamma: float = 1.5,
                  eps: float = 1e-6, qk_norm: bool = True):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads, eps, qk_norm, zero_output=True)
         self.scale = depth_scale(layer_index, num_layers, gamma)  # python float: exact, not trained
         self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        nn.init.zeros_(self.o.weight)
-        nn.init.zeros_(self.o.bias)
-
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        B, L, C = t.shape  # (B, L, C) -> (B, H, L, C/H)
-        return t.reshape(B, L, self.num_heads, C // self.num_heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, tokens: AudioTokens, query_time: torch.Tensor,
                 keep: torch.Tensor | None = None, backend: str = "sdpa") -> torch.Tensor:
@@ -186,13 +174,11 @@ class AudioCrossAttention(nn.Module):
         if audio.shape[0] != B or query_time.shape != (B, L):
             raise ValueError(f"batch mismatch: x {tuple(x.shape)}, audio tokens {tuple(audio.shape)}, "
                              f"query_time {tuple(query_time.shape)} (expected (B, L) = {(B, L)})")
-        q = self._heads(self.norm_q(self.q(self.norm(x))))
-        k = self._heads(self.norm_k(self.k(audio)))
-        v = self._heads(self.v(audio))
+        q, k, v = self.project(self.norm(x), audio)  # (B, H, L|Lk, C/H)
         key_mask = None if keep is None else keep[:, None].expand(B, audio.shape[1])  # (B, Lk)
         out = attention(q, k, v, key_mask=key_mask, backend=backend,
                         time_bias=TimeBias("audio", query_time, tokens.key_window))  # (B, H, L, C/H)
-        residual = self.o(out.transpose(1, 2).reshape(B, L, C)) * self.scale
+        residual = self.o(merge_heads(out)) * self.scale
         if keep is not None:  # dropped audio: exactly zero, o's bias included
             residual = residual * keep[:, None, None].to(residual.dtype)
         return residual

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -153,5 +154,4 @@ def dit_config_from_json(path: str | Path, base: DiTConfig | None = None) -> DiT
                       out_channels=raw["out_dim"], text_dim=raw["text_dim"], ffn_dim=raw["ffn_dim"],
                       num_layers=raw["num_layers"], freq_dim=raw["freq_dim"], eps=raw["eps"],
                       patch_size=list(raw.get("patch_size", [1, 2, 2])))
-    from dataclasses import replace
     return replace(cfg, **values)

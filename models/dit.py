@@ -49,8 +49,9 @@ class WanDiT(nn.Module):
     def __init__(self, cfg: DiTConfig, audio_cfg=None, visual_cfg=None):
         super().__init__()
         problems = cfg.check()
-        if problems or cfg.in_channels < 1 or cfg.text_dim < 1:
-            problems += [("in_channels/text_dim", "must be set (> 0) before building")] if not problems else []
+        if cfg.in_channels < 1 or cfg.text_dim < 1:
+            problems.append(("in_channels/text_dim", "must be set (> 0) before building"))
+        if problems:
             raise ValueError("invalid DiT config: " + "; ".join(f"{k}: {v}" for k, v in problems))
         self.cfg = cfg
         dim, out_channels = cfg.dim, cfg.out_channels or cfg.in_channels

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention import TimeBias, attention
+from models.attention import ProjectedAttention, TimeBias, attention, attention_probs, merge_heads
 from models.rope import apply_rope
 
 
@@ -32,16 +32,6 @@ class FP32LayerNorm(nn.LayerNorm):
         w = self.weight.float() if self.weight is not None else None
         b = self.bias.float() if self.bias is not None else None
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).type_as(x)
-
-
-def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, L, H*D) -> (B, H, L, D)."""
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, L, D) -> (B, L, H*D)."""
-    return x.transpose(1, 2).flatten(2)
 
 
 @dataclass
@@ -62,37 +52,23 @@ class BlockInputs:
     aux: dict = field(default_factory=dict)         # per-forward outputs (loc losses, attention maps)
 
 
-class SelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool = True):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-
+class SelfAttention(ProjectedAttention):
     def forward(self, x: torch.Tensor, rope: tuple, backend: str) -> torch.Tensor:
-        q = apply_rope(split_heads(self.norm_q(self.q(x)), self.num_heads), rope)
-        k = apply_rope(split_heads(self.norm_k(self.k(x)), self.num_heads), rope)
-        v = split_heads(self.v(x), self.num_heads)
+        q, k, v = self.project(x, x)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
         return self.o(merge_heads(attention(q, k, v, backend=backend)))
 
 
-class TextCrossAttention(nn.Module):
+class TextCrossAttention(ProjectedAttention):
     """Wan cross-attention; with `window_bias` the PACA extension: w_h added to the logits of phase tokens
     whose window contains the query frame's time (zero-init, so a converted Wan model is unchanged)."""
 
     def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool = True, window_bias: bool = False):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        super().__init__(dim, num_heads, eps, qk_norm)
         self.window_bias = nn.Parameter(torch.zeros(num_heads)) if window_bias else None
 
     def forward(self, x: torch.Tensor, inp: BlockInputs, layer: int) -> torch.Tensor:
-        q = split_heads(self.norm_q(self.q(x)), self.num_heads)
-        k = split_heads(self.norm_k(self.k(inp.text)), self.num_heads)
-        v = split_heads(self.v(inp.text), self.num_heads)
+        q, k, v = self.project(x, inp.text)
         time_bias = None
         if self.window_bias is not None and inp.text_time is not None:
             tb = inp.text_time
@@ -106,12 +82,8 @@ class TextCrossAttention(nn.Module):
     @torch.no_grad()
     def _probs(q, k, key_mask, time_bias) -> torch.Tensor:
         """Head-averaged attention probabilities (B, L, Lt), for ActAvatar Fig. 4-style plots."""
-        logits = q.float() @ k.float().transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, L, Lt)
-        if time_bias is not None:
-            logits = logits + time_bias.materialise()
-        if key_mask is not None:
-            logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-        return logits.softmax(-1).nan_to_num(0.0).mean(1)
+        bias = None if time_bias is None else time_bias.materialise()
+        return attention_probs(q, k, bias, key_mask).mean(1)
 
 
 class WanBlock(nn.Module):

@@ -2,9 +2,8 @@
 
 The model code never checks for checkpointing or sharding; these functions wrap a built `WanDiT`:
 - `apply_activation_checkpointing`: recompute each DiT block in backward (non-reentrant
-  `torch.utils.checkpoint`), trading ~30% more compute for activations of one block instead of all;
-- `zero3_leaf_modules`: the modules DeepSpeed ZeRO-3 / FSDP should treat as units (the blocks), used by
-  the training strategy (issue 4) to wrap or prefetch per block.
+  `torch.utils.checkpoint`), trading ~30% more compute for activations of one block instead of all.
+Sharding (ZeRO-3 / FSDP per WanBlock) belongs to the training strategy (issue 4) and lives beside it.
 Trade-off: wrapping per block (not per sub-layer) keeps the recompute granularity Wan and diffusers use.
 """
 from __future__ import annotations
@@ -12,8 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
-
-from models.dit_layers import WanBlock
 
 
 def _checkpointed(block: nn.Module, plain_forward):
@@ -38,8 +35,3 @@ def apply_activation_checkpointing(model: nn.Module, every: int = 1) -> int:
             block.activation_checkpointing = True
             wrapped += 1
     return wrapped
-
-
-def zero3_leaf_modules(model: nn.Module) -> list[type]:
-    """Module classes to shard/prefetch as units under ZeRO-3 or FSDP."""
-    return [WanBlock]

@@ -21,7 +21,6 @@ width 3072); `qformer_dim` trades that for a narrower Q-Former plus an output pr
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention import attention
+from models.attention import ProjectedAttention, attention, attention_probs, merge_heads, split_heads
 from models.frames import num_video_frames
 from synthavatar.render import REGIONS
 
@@ -107,18 +106,6 @@ class IdentityTokens:
 
 # ----------------------------------------------------------------------------------------------- blocks
 
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, L, H*D) -> (B, H, L, D)."""
-    B, L, C = x.shape
-    return x.view(B, L, heads, C // heads).transpose(1, 2)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, L, D) -> (B, L, H*D)."""
-    B, H, L, D = x.shape
-    return x.transpose(1, 2).reshape(B, L, H * D)
-
-
 class _Attention(nn.Module):
     """Multi-head attention through the entry point; context = x gives self-attention."""
 
@@ -133,8 +120,8 @@ class _Attention(nn.Module):
 
     def forward(self, x, context, backend="sdpa"):
         k, v = self.kv(context).chunk(2, -1)
-        q, k, v = (_split_heads(t, self.heads) for t in (self.q(x), k, v))
-        return self.o(_merge_heads(attention(q, k, v, backend=backend)))
+        q, k, v = (split_heads(t, self.heads) for t in (self.q(x), k, v))
+        return self.o(merge_heads(attention(q, k, v, backend=backend)))
 
 
 class _Block(nn.Module):
@@ -345,23 +332,15 @@ def localisation_loss(probs, query_region, token_region, valid=None) -> torch.Te
     return total / (counted.sum() * H).clamp(min=1)
 
 
-class VisualCrossAttention(nn.Module):
+class VisualCrossAttention(ProjectedAttention):
     """Per-block Visual-Cross-Attention: x (B, L, dim) attends to the K identity tokens.
 
     Pre-norm LayerNorm on x, RMSNorm qk-norm over the full width (as Wan's cross-attention), and a
     zero-initialised output projection: the residual is exactly 0 until training moves `o`."""
 
     def __init__(self, dim: int, num_heads: int, eps: float = 1e-6, qk_norm: bool = True):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"VisualCrossAttention: dim {dim} is not divisible by {num_heads} heads")
-        self.heads = num_heads
+        super().__init__(dim, num_heads, eps, qk_norm, zero_output=True)
         self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        nn.init.zeros_(self.o.weight)
-        nn.init.zeros_(self.o.bias)
 
     def forward(self, x, ids: IdentityTokens, keep=None, backend: str = "sdpa", query_region=None):
         """-> (residual (B, L, dim), loc_loss scalar or None). keep (B,) bool: False masks every key of that
@@ -371,20 +350,15 @@ class VisualCrossAttention(nn.Module):
             raise ValueError(f"identity tokens have batch {ids.tokens.shape[0]}, x has batch {B}")
         K = ids.tokens.shape[1]
         key_mask = None if keep is None else keep.to(torch.bool)[:, None].expand(B, K)
-        q = _split_heads(self.norm_q(self.q(self.norm(x))), self.heads)       # (B, H, L, D)
-        k = _split_heads(self.norm_k(self.k(ids.tokens)), self.heads)         # (B, H, K, D)
-        v = _split_heads(self.v(ids.tokens), self.heads)
+        q, k, v = self.project(self.norm(x), ids.tokens)                     # (B, H, L|K, D)
         if query_region is None:
             out, loss = attention(q, k, v, key_mask=key_mask, backend=backend), None
         else:
             # Explicit fp32 probabilities: the loss needs A, which the entry point does not expose.
-            logits = q.float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, L, K)
-            if key_mask is not None:
-                logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-            probs = torch.softmax(logits, -1).nan_to_num(0.0)  # all-masked rows -> 0, as the entry point
+            probs = attention_probs(q, k, key_mask=key_mask)  # (B, H, L, K) fp32; all-masked rows -> 0
             out = (probs @ v.float()).to(x.dtype)
             loss = localisation_loss(probs, query_region, ids.token_region, keep)
-        residual = self.o(_merge_heads(out))
+        residual = self.o(merge_heads(out))
         if key_mask is not None:
             # o(0) = o.bias != 0 once trained: zero the residual so a dropped reference is exactly the
             # backbone alone (the unconditional branch classifier-free guidance needs).

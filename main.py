@@ -52,6 +52,30 @@ def run_evaluate(cfg, args) -> int:
     return cmd_evaluate(cfg, args)
 
 
+def run_fit(cfg, args) -> int:
+    from lightning_modules.fit import cmd_fit
+
+    return cmd_fit(cfg, args)
+
+
+def run_validate(cfg, args) -> int:
+    from lightning_modules.fit import cmd_validate
+
+    return cmd_validate(cfg, args)
+
+
+def run_generate(cfg, args) -> int:
+    from inference.commands import cmd_generate
+
+    return cmd_generate(cfg, args)
+
+
+def run_sweep(cfg, args) -> int:
+    from lightning_modules.sweep import cmd_sweep
+
+    return cmd_sweep(cfg, args)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -88,6 +112,37 @@ def build_parser() -> argparse.ArgumentParser:
                           help="dataset split to evaluate against (default: test)")
     evaluate.add_argument("--out", metavar="DIR", type=Path, help="where to write metrics (default: chosen by the command)")
     evaluate.set_defaults(handler=run_evaluate, saves_config=True)
+
+    fit = commands.add_parser("fit", parents=[common], help="train one stage (train.* in the config)")
+    fit.add_argument("--resume", metavar="auto|PATH", default="",
+                     help="auto: continue from the newest complete checkpoint of this run (if any)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(handler=run_fit, saves_config=True)
+
+    validate = commands.add_parser("validate", parents=[common], help="validation losses of trained weights")
+    validate.add_argument("--weights", metavar="PATH", help="run dir, .safetensors or .ckpt "
+                          "(default: runs/NAME/fit)")
+    validate.set_defaults(handler=run_validate, saves_config=True)
+
+    generate = commands.add_parser("generate", parents=[common],
+                                   help="generate videos (mp4 with audio) from trained weights")
+    request = generate.add_mutually_exclusive_group()
+    request.add_argument("--split", choices=SPLITS, help="generate a SynthAvatar split's clips (default: test)")
+    request.add_argument("--requests", metavar="FILE.jsonl", type=Path,
+                         help="one request per line: {reference, audio, prompt[, name]}")
+    request.add_argument("--reference", metavar="IMAGE", type=Path, help="reference image (png/jpg) ...")
+    generate.add_argument("--audio", metavar="WAV", type=Path, help="... with this audio")
+    generate.add_argument("--prompt", metavar="FILE", type=Path, help="... and this structured prompt (.json/.txt)")
+    generate.add_argument("--weights", metavar="PATH", help="run dir, .safetensors or .ckpt (default: runs/NAME/fit)")
+    generate.add_argument("--out", metavar="DIR", type=Path, help="output dir (default: runs/NAME/generate)")
+    generate.set_defaults(handler=run_generate, saves_config=True)
+
+    sweep = commands.add_parser("sweep", parents=[common], help="run an ablation sweep and write its table")
+    sweep.add_argument("sweep_file", metavar="SWEEP.yaml", type=Path, help="e.g. configs/sweeps/actavatar_table4.yaml")
+    sweep.add_argument("--print-commands", action="store_true",
+                       help="print one command per run (cluster / wandb agent) instead of running them")
+    sweep.add_argument("--table-only", action="store_true", help="only (re)build the table from finished runs")
+    sweep.set_defaults(handler=run_sweep, saves_config=False)
     return parser
 
 

@@ -9,6 +9,9 @@ Merge order (later wins)::
                                                   runs/.../resolved_config.yaml)
       <- command-line dotlist                    (data.resolution=128 eval.probe.steps=20)
 
+An experiment yaml may start with ``extends: OTHER`` (a name or path): OTHER is
+merged first, so an ablation row is a few lines on top of the config it changes.
+
 Every source is checked against the schema *before* it is merged, so an
 unknown or misspelt key (nested too) fails at start-up with a ``ConfigError``
 naming the full key, where it came from and the closest valid key::
@@ -63,8 +66,7 @@ def load_config(experiment: "str | os.PathLike | None" = None,
     """
     sources = [(display_path(BASE_YAML), _read_yaml(BASE_YAML))]
     if experiment:
-        path = resolve_experiment(experiment)
-        sources.append((display_path(path), _read_yaml(path)))
+        sources += _experiment_sources(resolve_experiment(experiment), chain=())
     if overrides:
         sources.append((COMMAND_LINE, _parse_dotlist(overrides)))
 
@@ -153,6 +155,24 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"{source}: top level must be a mapping of sections, "
                           f"got a {type(loaded).__name__}")
     return OmegaConf.to_container(loaded, resolve=False)
+
+
+def _experiment_sources(path: Path, chain: tuple) -> list[tuple[str, dict]]:
+    """[(source, data)] for an experiment and, first, the experiments it ``extends``."""
+    source = display_path(path)
+    if path.resolve() in chain:
+        raise ConfigError(f"{source}: 'extends' loops back to itself")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return [(source, data)]
+    if not isinstance(parent, str):
+        raise ConfigError(f"{source}: 'extends' must be one experiment name or path, got {parent!r}")
+    try:
+        parent_path = resolve_experiment(parent)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: extends: {error}") from error
+    return _experiment_sources(parent_path, chain + (path.resolve(),)) + [(source, data)]
 
 
 def _parse_dotlist(overrides: Sequence[str]) -> dict:

@@ -19,12 +19,14 @@ Value checks are deliberately cheap (no file-system access): they run on every
 start-up, including ``main.py config``.
 """
 
+import re
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from typing import Iterator, Optional, get_type_hints
 
 from models.audio import AudioConfig
 from models.codec import CodecConfig
 from models.dit_config import PRESETS, DiTConfig, preset_config
+from models.flow_matching import FlowMatchingConfig
 from models.text_encoders import TextConfig
 from models.visual import VisualConfig
 
@@ -159,6 +161,112 @@ class ModelConfig:
         return [("dit." + name, problem) for name, problem in self.dit_config().check()]
 
 
+STRATEGIES = ("auto", "ddp", "deepspeed_zero3")
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed")
+LOGGERS = ("wandb", "csv", "none")
+
+
+def _one_of(section: object, name: str, choices: tuple) -> list[Problem]:
+    value = getattr(section, name)
+    return [] if value in choices else [(name, f"must be one of {', '.join(choices)} (got {value!r})")]
+
+
+@dataclass
+class StrategyConfig:
+    """How a built model is placed and sharded (lightning_modules/trainer.py)."""
+
+    name: str = "auto"  # auto (one device) | ddp | deepspeed_zero3
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: int = 1  # processes per node
+    num_nodes: int = 1
+    precision: str = "32-true"  # 32-true | bf16-mixed | bf16-true (| 16-mixed on GPU)
+    activation_checkpointing: bool = False  # recompute each DiT block in backward (models/parallel.py)
+    offload_optimizer: bool = False  # ZeRO-3: optimizer states in CPU memory
+    offload_params: bool = False  # ZeRO-3: parameters in CPU memory
+
+    def check(self) -> list[Problem]:
+        return (_one_of(self, "name", STRATEGIES) + _one_of(self, "precision", PRECISIONS)
+                + _one_of(self, "accelerator", ("auto", "cpu", "gpu", "cuda")) + _positive(self, "devices", "num_nodes"))
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking. A CSV log (metrics.csv) is always written next to the checkpoints."""
+
+    kind: str = "wandb"  # wandb | csv | none
+    project: str = "actsync"
+    mode: str = "offline"  # offline (default; `wandb sync` later) | online | disabled
+    group: str = ""  # W&B group; "" = run.name (sweeps group runs by variant)
+    tags: list[str] = field(default_factory=list)
+    log_every: int = 10  # steps between logged training scalars
+
+    def check(self) -> list[Problem]:
+        return (_one_of(self, "kind", LOGGERS) + _one_of(self, "mode", ("offline", "online", "disabled"))
+                + _positive(self, "log_every"))
+
+
+@dataclass
+class TrainConfig:
+    """One training stage: what is trained, for how long, how it is checkpointed and logged."""
+
+    stage: str = "single"  # label only (logged, shown in tables)
+    init_from: str = ""  # weights of an earlier stage: a run dir (runs/NAME/fit), .ckpt or .safetensors
+    trainable: list[str] = field(default_factory=lambda: [".*"])  # regexes on DiT parameter names; rest frozen
+    max_steps: int = 400
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    lr_schedule: str = "cosine"  # cosine (to 10%) | constant
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    ema_decay: float = 0.995  # EMA of the trained weights, used for generation; 0 = off
+    ckpt_every: int = 100  # steps between full checkpoints (also on SIGTERM / SIGUSR1)
+    keep_last: int = 2  # step checkpoints kept
+    val_every: int = 100  # steps between validation passes; 0 = only at the end
+    val_batches: int = 2
+    flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def check(self) -> list[Problem]:
+        problems = _positive(self, "max_steps", "lr", "ckpt_every", "keep_last")
+        problems += _at_least(self, 0, "warmup_steps", "grad_clip", "val_every", "val_batches", "weight_decay")
+        problems += _one_of(self, "lr_schedule", ("cosine", "constant"))
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(("ema_decay", f"must be in [0, 1) (got {self.ema_decay})"))
+        if not self.trainable:
+            problems.append(("trainable", "must name at least one parameter pattern (use ['.*'] for all)"))
+        for pattern in self.trainable:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                problems.append(("trainable", f"bad regex {pattern!r}: {error}"))
+        if self.flow.timestep_dist not in ("uniform", "logit_normal"):
+            problems.append(("flow.timestep_dist", f"must be uniform or logit_normal (got {self.flow.timestep_dist!r})"))
+        if self.ema_decay > 0 and self.strategy.name == "deepspeed_zero3":
+            problems.append(("ema_decay", "EMA is not supported with deepspeed_zero3 (sharded weights); set 0"))
+        return problems
+
+
+@dataclass
+class SampleConfig:
+    """Generation (main.py generate, validation samples): sampler and guidance."""
+
+    steps: int = 20
+    solver: str = "euler"  # euler | heun
+    text_scale: float = 1.0  # ActAvatar uses 5.0 for both on Wan2.2; >1 costs 3 passes per step
+    audio_scale: float = 1.0
+    use_ema: bool = True
+    seed: int = 0
+    batch_size: int = 4
+    num_clips: int = 0  # held-out clips generated by `generate --split`; 0 = the whole split
+    side_by_side: bool = False  # also write generated | ground truth videos
+    attention_plot: bool = True  # Fig. 4: cross-attention mass per phase over time (PNG)
+
+    def check(self) -> list[Problem]:
+        return (_positive(self, "steps", "batch_size") + _one_of(self, "solver", ("euler", "heun"))
+                + _at_least(self, 0, "num_clips"))
+
+
 @dataclass
 class Config:
     """Root of the schema: one field per section."""
@@ -167,6 +275,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
 
 
 def check_config(config: Config) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.samplers import StepSampler
 from synthavatar.actions import ACTION_LABEL
 from synthavatar.dataset import clip_paths, ensure_split, load_clip
 
@@ -65,9 +66,13 @@ def collate(samples: list[dict]) -> dict:
 
 
 class SynthAvatarDataModule(L.LightningDataModule):
-    def __init__(self, data_cfg):
+    """`train_steps` > 0: the train loader follows the global step (datamodules/samplers.py) so
+    resumed runs see the same batches; otherwise a plain shuffled loader."""
+
+    def __init__(self, data_cfg, train_steps: int = 0, seed: int = 0):
         super().__init__()
         self.data_cfg = data_cfg
+        self.train_steps, self.seed = train_steps, seed
         self.datasets: dict[str, SynthAvatarDataset] = {}
 
     def prepare_data(self) -> None:
@@ -82,7 +87,14 @@ class SynthAvatarDataModule(L.LightningDataModule):
                           num_workers=self.data_cfg["loader_workers"], collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        if not self.train_steps:
+            return self._loader("train", True)
+        trainer = self.trainer
+        sampler = StepSampler(len(self.datasets["train"]), self.data_cfg["batch_size"], self.train_steps,
+                              self.seed, trainer.global_rank, trainer.world_size,
+                              start_step=lambda: trainer.global_step)
+        return DataLoader(self.datasets["train"], batch_size=self.data_cfg["batch_size"], sampler=sampler,
+                          num_workers=self.data_cfg["loader_workers"], collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)

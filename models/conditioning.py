@@ -40,14 +40,29 @@ class ConditionEncoder(nn.Module):
         T = self.codec.valid_num_frames(video.shape[1])           # e.g. 100 -> 97 = 4*24 + 1
         with torch.no_grad():
             x0 = self.codec.encode(video[:, :T].transpose(1, 2))  # (B, 3, T, H, W) -> (B, C, F, h, w)
-        cond = self.encode_text(structured_prompts(batch["prompt"]))
-        # Prompt windows are normalised by the whole clip (T frames); latent times by the T' kept frames.
-        cond["text_window"] = cond["text_window"] * (video.shape[1] / T)
-        if self.audio_encoder is not None:
-            cond["audio"] = self.encode_audio(batch["audio"], video.shape[1])[:, :T]
+        cond = self.conditions(batch, video.shape[1], T)
         if self.need_regions:
             cond["region_tokens"] = self.region_tokens(batch["gt"]["masks"][:, :T], x0.shape[2])
         return x0, cond
+
+    def prepare_inference(self, batch: dict, num_frames: int) -> tuple[torch.Tensor, dict, int]:
+        """Generation inputs (no video): batch["reference"] (B, 3, H, W), "audio" (B, S), "prompt".
+
+        Returns the clean first-frame latent (B, C, 1, h, w), the conditions and T', the number of
+        video frames the latents decode to (num_frames rounded down to what the codec accepts)."""
+        T = self.codec.valid_num_frames(num_frames)
+        with torch.no_grad():
+            first = self.codec.encode(batch["reference"][:, :, None])  # (B, 3, 1, H, W) -> (B, C, 1, h, w)
+        return first, self.conditions(batch, num_frames, T), T
+
+    def conditions(self, batch: dict, num_frames: int, kept_frames: int) -> dict:
+        """Text (+ audio) conditions for a clip of `num_frames` frames of which the first `kept_frames` are modelled."""
+        cond = self.encode_text(structured_prompts(batch["prompt"]))
+        # Prompt windows are normalised by the whole clip (T frames); latent times by the T' kept frames.
+        cond["text_window"] = cond["text_window"] * (num_frames / kept_frames)
+        if self.audio_encoder is not None:
+            cond["audio"] = self.encode_audio(batch["audio"], num_frames)[:, :kept_frames]
+        return cond
 
     def encode_text(self, prompts) -> dict:
         text = encode_prompts(prompts, self.text_encoder, mode=self.cfg.text.prompt_mode)

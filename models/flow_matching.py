@@ -62,11 +62,12 @@ def drop_modalities(cond: dict, cfg: FlowMatchingConfig, generator: torch.Genera
     """Per-sample keep flags for CFG training: cond['keep_text'|'keep_audio'|'keep_image'] (B,) bool.
 
     The network zeroes a dropped modality's tokens (the "null" condition the sampler also uses)."""
-    batch = next(v for v in cond.values() if torch.is_tensor(v)).shape[0]
+    first = next(v for v in cond.values() if torch.is_tensor(v))
+    batch, device = first.shape[0], first.device
     out = dict(cond)
     for name, p in (("text", cfg.drop_text), ("audio", cfg.drop_audio), ("image", cfg.drop_image)):
-        keep = torch.rand(batch, generator=generator) >= p
-        out[f"keep_{name}"] = keep & cond.get(f"keep_{name}", torch.ones(batch, dtype=torch.bool))
+        keep = (torch.rand(batch, generator=generator) >= p).to(device)
+        out[f"keep_{name}"] = keep & cond.get(f"keep_{name}", torch.ones(batch, dtype=torch.bool, device=device))
     return out
 
 
@@ -78,8 +79,10 @@ def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: dict, cfg: Flo
     Returns {"loss", "t", "per_sample", "aux"} (aux: the network's auxiliary outputs, e.g. the
     localisation loss, when it returns (velocity, aux)); `t` and `noise` can be given (tests, validation)."""
     B, _, F = x0.shape[:3]
-    t = sample_timesteps(B, cfg, generator) if t is None else t
+    # Random draws come from `generator` (CPU) so runs are reproducible on any device, then move.
+    t = (sample_timesteps(B, cfg, generator) if t is None else t).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype) if noise is None else noise
+    noise = noise.to(x0.device)
     t_frames = frame_timesteps(t.to(x0.dtype), F, cfg.clean_first_frame)
     x_t = noisy_latents(x0, noise, t_frames)
     v_pred = model(x_t, t_frames, cond)
@@ -87,7 +90,7 @@ def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: dict, cfg: Flo
     if isinstance(v_pred, tuple):  # a network called with return_aux=True: (velocity, aux dict)
         v_pred, aux = v_pred
     err = (v_pred.float() - (noise - x0).float()) ** 2  # (B, C, F, H, W)
-    weight = torch.ones(F, dtype=err.dtype)
+    weight = torch.ones(F, dtype=err.dtype, device=err.device)
     if cfg.clean_first_frame:
         weight[0] = 0.0  # the reference frame is given, not predicted
     per_frame = err.mean(dim=(1, 3, 4))                   # (B, F)

@@ -15,8 +15,8 @@ import torch
 from models.flow_matching import VelocityFn, frame_timesteps, shift_timesteps
 
 
-def _with_keep(cond: dict, text: bool, audio: bool, batch: int) -> dict:
-    keep = lambda flag: torch.full((batch,), flag, dtype=torch.bool)
+def _with_keep(cond: dict, text: bool, audio: bool, batch: int, device=None) -> dict:
+    keep = lambda flag: torch.full((batch,), flag, dtype=torch.bool, device=device)
     return dict(cond, keep_text=keep(text), keep_audio=keep(audio))
 
 
@@ -24,11 +24,11 @@ def guided_velocity(model: VelocityFn, x: torch.Tensor, t_frames: torch.Tensor, 
                     text_scale: float = 1.0, audio_scale: float = 1.0) -> torch.Tensor:
     """Dual-CFG velocity (the 3-pass formula above); 1 pass when both scales are 1."""
     B = x.shape[0]
-    v_full = model(x, t_frames, _with_keep(cond, True, True, B))
+    v_full = model(x, t_frames, _with_keep(cond, True, True, B, x.device))
     if text_scale == 1.0 and audio_scale == 1.0:
         return v_full
-    v_text = model(x, t_frames, _with_keep(cond, True, False, B))
-    v_none = model(x, t_frames, _with_keep(cond, False, False, B))
+    v_text = model(x, t_frames, _with_keep(cond, True, False, B, x.device))
+    v_none = model(x, t_frames, _with_keep(cond, False, False, B, x.device))
     return v_none + text_scale * (v_text - v_none) + audio_scale * (v_full - v_text)
 
 
@@ -53,7 +53,7 @@ def sample(model: VelocityFn, noise: torch.Tensor, cond: dict, steps: int = 40, 
     def velocity(x_now, t_now):
         if clean:
             x_now = torch.cat([first_frame, x_now[:, :, 1:]], 2)
-        t_frames = frame_timesteps(torch.full((x.shape[0],), float(t_now)), F, clean)
+        t_frames = frame_timesteps(torch.full((x.shape[0],), float(t_now), device=x.device), F, clean)
         return guided_velocity(model, x_now, t_frames, cond, text_scale, audio_scale)
 
     grid = timestep_grid(steps, shift)

@@ -1,0 +1,83 @@
+"""Training callbacks: atomic step checkpoints, preemption (SIGTERM / SIGUSR1), final weights export.
+
+StepCheckpoint saves the full state every `every` steps as `<name>.partial`, then renames it
+(lightning_modules/checkpoints.py), and keeps the last `keep_last`. On SIGTERM or SIGUSR1 (SLURM sends
+SIGUSR1 before the time limit when `--signal=USR1@90` is set; schedulers send SIGTERM on preemption) the
+handler only sets a flag; after the current optimiser step all ranks agree on it, write a checkpoint and
+stop cleanly, so `--resume auto` continues from exactly there. Trade-off: one step of latency before
+the checkpoint, never a checkpoint of a half-applied step.
+"""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import lightning as L
+
+from lightning_modules.checkpoints import promote_partial, prune_checkpoints, save_weights, step_checkpoint_path
+
+
+class StepCheckpoint(L.Callback):
+    def __init__(self, directory: Path, every: int, keep_last: int, signals=(signal.SIGTERM, signal.SIGUSR1)):
+        self.directory, self.every, self.keep_last = Path(directory), every, keep_last
+        self.signals = signals
+        self._requested = False
+        self._previous = {}
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum, frame):
+        self._requested = True
+
+    def on_fit_start(self, trainer, pl_module):
+        for sig in self.signals:  # only the main thread may install handlers (not the case in some launchers)
+            try:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:
+                pass
+
+    def on_fit_end(self, trainer, pl_module):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, trainer) -> Path:
+        final = step_checkpoint_path(self.directory, trainer.global_step)
+        partial = final.with_name(final.name + ".partial")
+        if trainer.is_global_zero:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        trainer.strategy.barrier("checkpoint-dir")
+        trainer.save_checkpoint(partial)  # every rank takes part (DeepSpeed writes one shard per rank)
+        trainer.strategy.barrier("checkpoint-written")
+        if trainer.is_global_zero:
+            promote_partial(partial, final)
+            prune_checkpoints(self.directory, self.keep_last)
+        trainer.strategy.barrier("checkpoint-promoted")
+        return final
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        stop = trainer.strategy.reduce_boolean_decision(self._requested, all=False)
+        step = trainer.global_step
+        if stop or step % self.every == 0 or step >= trainer.max_steps:
+            self.save(trainer)
+        if stop:
+            pl_module.print(f"preemption signal: checkpoint at step {step} written, stopping")
+            trainer.should_stop = True
+
+
+class ExportWeights(L.Callback):
+    """At the end of a completed fit, write weights.safetensors (EMA when on) for generation/next stage."""
+
+    def __init__(self, run_dir: Path, meta: dict):
+        self.run_dir, self.meta = Path(run_dir), meta
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.global_step < trainer.max_steps:  # stopped early (preemption): not a finished stage
+            return
+        if getattr(trainer.strategy, "zero_stage_3", False):
+            return  # sharded: lightning_modules/export.py consolidates the last checkpoint instead
+        if trainer.is_global_zero:
+            save_weights(pl_module.generation_state(), self.run_dir,
+                         self.meta | {"global_step": trainer.global_step, "ema": pl_module.ema is not None})

@@ -71,7 +71,7 @@ def run_generate(cfg, args) -> int:
 
 
 def run_sweep(cfg, args) -> int:
-    from lightning_modules.sweep import cmd_sweep
+    from sweeps.runner import cmd_sweep
 
     return cmd_sweep(cfg, args)
 
@@ -164,16 +164,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _input_errors() -> tuple:
     """Errors that mean "bad input" (each names the file and the fault), imported lazily."""
     from evaluation.video_io import VideoError
+    from lightning_modules.checkpoints import CheckpointError
     from synthavatar.audio import AudioError
     from synthavatar.dataset import DataError
     from synthavatar.prompts import PromptError
 
-    return (VideoError, AudioError, DataError, PromptError)
+    return (VideoError, AudioError, DataError, PromptError, CheckpointError)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    input_errors = _input_errors()
     from configs.loader import ConfigError, load_config, save_config
 
     try:
@@ -185,7 +185,9 @@ def main(argv=None) -> int:
     except ConfigError as error:  # commands may raise it too, e.g. for a missing --videos
         print(f"main.py: config error: {error}", file=sys.stderr)
         return 2
-    except input_errors as error:  # bad user input: one clear line naming the file, no traceback
+    # _input_errors() runs only when an exception arrives: CheckpointError's module imports torch,
+    # which `config` and the other light commands should not pay for.
+    except _input_errors() as error:  # bad user input: one clear line naming the file, no traceback
         print(f"main.py {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     # Commands may return an exit status; anything else (None, a summary) means success.

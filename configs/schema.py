@@ -223,13 +223,15 @@ class TrainConfig:
     keep_last: int = 2  # step checkpoints kept
     val_every: int = 100  # steps between validation passes; 0 = only at the end
     val_batches: int = 2
+    sample_clips: int = 2  # validation clips generated (mp4, logged to W&B) after each validation; 0 = off
     flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def check(self) -> list[Problem]:
         problems = _positive(self, "max_steps", "lr", "ckpt_every", "keep_last")
-        problems += _at_least(self, 0, "warmup_steps", "grad_clip", "val_every", "val_batches", "weight_decay")
+        problems += _at_least(self, 0, "warmup_steps", "grad_clip", "val_every", "val_batches", "weight_decay",
+                              "sample_clips")
         problems += _one_of(self, "lr_schedule", ("cosine", "constant"))
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(("ema_decay", f"must be in [0, 1) (got {self.ema_decay})"))

@@ -20,6 +20,7 @@ from datamodules.synth_avatar import SynthAvatarDataModule
 from lightning_modules.callbacks import ExportWeights, StepCheckpoint
 from lightning_modules.checkpoints import find_resume_checkpoint, load_stage_weights
 from lightning_modules.flow_module import AvatarFlowModule
+from lightning_modules.media import SampleVideos
 from lightning_modules.trainer import build_trainer
 from models.codec import build_codec
 from models.conditioning import ConditionEncoder, build_model
@@ -83,7 +84,8 @@ def cmd_fit(cfg, args) -> int:
           f"({len(module.trained)} tensors) for {typed.train.max_steps} steps")
     checkpoint_dir = run_dir / "checkpoints"
     callbacks = [StepCheckpoint(checkpoint_dir, typed.train.ckpt_every, typed.train.keep_last),
-                 ExportWeights(run_dir, {"run": typed.run.name, "stage": typed.train.stage})]
+                 ExportWeights(run_dir, {"run": typed.run.name, "stage": typed.train.stage}),
+                 SampleVideos(cfg.data, run_dir / "samples", typed.train.sample_clips)]
     trainer = build_trainer(typed, run_dir, callbacks, progress=not getattr(args, "quiet", False))
     datamodule = SynthAvatarDataModule(cfg.data, train_steps=typed.train.max_steps, seed=typed.run.seed)
     ckpt = resume_path(getattr(args, "resume", "") or "", checkpoint_dir)

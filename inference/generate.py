@@ -1,0 +1,113 @@
+"""Generation: trained weights + (reference image, audio, structured prompt) -> video frames.
+
+`Generator` rebuilds the system from the config (lightning_modules/fit.py build_system), loads the
+weights a fit wrote (EMA when on), encodes the conditions exactly as in training, samples latents with
+the flow-matching sampler (models/sampling.py: Euler/Heun, dual text/audio CFG) starting from noise
+seeded per clip, keeps latent frame 0 = the encoded reference, and decodes. The codec models T' = 4n+1
+frames (100 -> 97 at 25 fps); the last T - T' frames (0.12 s for a 4 s clip) repeat the last generated
+frame so outputs have the clip's length. Trade-off: that hold is visible at the very end; generating
+one more latent frame instead would sample a length the model never saw in training.
+
+`text_attention` measures ActAvatar's Fig. 4 on generated clips with one extra DiT forward pass: the
+sampled latents are noised back to the fixed mid timestep t = 0.5 (x_t = 0.5 x0 + 0.5 noise, latent frame
+0 kept clean at t = 0 as in sampling; noise seeded per clip with seed + ATTENTION_SEED_OFFSET, so the
+numbers are reproducible and independent of the sampling noise), fully conditioned (no CFG branches), with
+cond["record_text_attention"] = True; inference/attention_map.py reduces the recorded maps per frame and
+prompt block. Trade-off: one timestep instead of an average over the sampling trajectory costs 1 forward
+pass instead of `steps`, and t = 0.5 is where the prompt still shapes the motion while the clip's content
+is already fixed by the latents being analysed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataclasses import dataclass
+
+from inference.attention_map import PhaseMass, frame_phase_mass, patch_frame_seconds
+from lightning_modules.checkpoints import CheckpointError, read_weights, resolve_weights
+from models.flow_matching import frame_timesteps, noisy_latents
+from models.sampling import sample
+
+ATTENTION_T = 0.5  # the fixed timestep of the attention pass
+ATTENTION_SEED_OFFSET = 1_000_003  # attention-pass noise seed = clip seed + this
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(B, 3, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3)."""
+    frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return frames.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+class Generator:
+    def __init__(self, cfg, weights: str | Path | None = None, progress: bool = True):
+        from lightning_modules.fit import build_system
+        self.system = build_system(cfg, progress=progress, load_init=False)
+        self.cfg = self.system.cfg
+        source = weights or Path(cfg.run.output_dir) / cfg.run.name / "fit"
+        self.model = self.system.model.eval()
+        try:
+            self.model.load_state_dict(read_weights(source))
+        except RuntimeError as error:  # missing / unexpected / mis-shaped keys
+            if isinstance(error, CheckpointError):
+                raise
+            first = str(error).strip().splitlines()[0:2]
+            raise CheckpointError(f"{resolve_weights(source)}: does not fit the model of this config "
+                                  f"(are model.* the same as in the run that wrote it?): {' '.join(first)}") from None
+        self.encoder = self.system.encoder.eval()
+        self.codec = self.encoder.codec
+
+    @torch.no_grad()
+    def latents(self, batch: dict, num_frames: int, seeds: list[int]) -> tuple[torch.Tensor, dict, int]:
+        """Sampled latents (B, C, F, h, w), the conditions used, and the number of modelled frames T'."""
+        first, cond, kept = self.encoder.prepare_inference(batch, num_frames)
+        F = self.codec.num_latent_frames(kept)
+        noise = torch.stack([torch.randn((first.shape[1], F) + first.shape[3:],
+                                         generator=torch.Generator().manual_seed(seed)) for seed in seeds])
+        s = self.cfg.sample
+        latents = sample(self.model, noise.to(first), cond, steps=s.steps, solver=s.solver,
+                         shift=self.cfg.train.flow.shift, text_scale=s.text_scale, audio_scale=s.audio_scale,
+                         first_frame=first)
+        return latents, cond, kept
+
+    @torch.no_grad()
+    def generate(self, batch: dict, num_frames: int, seeds: list[int]) -> "Generated":
+        """Sample and decode: the uint8 video plus the latents and conditions it came from."""
+        latents, cond, kept = self.latents(batch, num_frames, seeds)
+        video = to_uint8_frames(self.codec.decode(latents))[:, :kept]
+        if kept < num_frames:
+            hold = np.repeat(video[:, -1:], num_frames - kept, axis=1)
+            video = np.concatenate([video, hold], axis=1)
+        return Generated(video, latents, cond, kept)
+
+    @torch.no_grad()
+    def frames(self, batch: dict, num_frames: int, seeds: list[int]) -> np.ndarray:
+        """uint8 video (B, num_frames, H, W, 3): decoded latents, last frame held to num_frames."""
+        return self.generate(batch, num_frames, seeds).frames
+
+    @torch.no_grad()
+    def text_attention(self, latents: torch.Tensor, cond: dict, seeds: list[int],
+                       t: float = ATTENTION_T) -> tuple[PhaseMass, torch.Tensor]:
+        """Text cross-attention mass per frame and prompt block of clips with these latents (B, C, F, h, w)
+        (one forward pass at timestep t, see the module docstring), and each DiT frame's time in seconds."""
+        B, F = latents.shape[0], latents.shape[2]
+        noise = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(
+            seed + ATTENTION_SEED_OFFSET)) for seed in seeds]).to(latents)
+        t_frames = frame_timesteps(torch.full((B,), t, device=latents.device, dtype=latents.dtype), F, True)
+        keep = torch.ones(B, dtype=torch.bool, device=latents.device)
+        _, aux = self.model(noisy_latents(latents, noise, t_frames), t_frames,
+                            dict(cond, record_text_attention=True, keep_text=keep, keep_audio=keep), return_aux=True)
+        pt = self.model.patch_size[0]
+        mass = frame_phase_mass(aux["text_attention"], cond["text_phase"], cond.get("text_mask"), F // pt)
+        seconds = patch_frame_seconds(self.codec.latent_frame_seconds(F, self.cfg.data.fps), pt)
+        return mass, seconds
+
+
+@dataclass
+class Generated:
+    frames: np.ndarray  # uint8 (B, T, H, W, 3)
+    latents: torch.Tensor  # (B, C, F, h, w) sampled latents (frame 0 = the encoded reference)
+    cond: dict  # the conditions they were sampled with
+    kept: int  # T': video frames the latents decode to (the rest hold the last frame)

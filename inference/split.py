@@ -1,0 +1,48 @@
+"""Generate a SynthAvatar split's held-out clips: clip_<index>.mp4 with the clip's audio muxed in.
+
+File names follow `main.py evaluate --videos` (evaluation/commands.py), so a generated directory is
+scored directly. Conditions come from the split (reference = the clip's first frame, its audio and
+structured prompt); the ground-truth video is never given to the model. Optional outputs follow the
+config's `sample` section (side_by_side, attention_plot; see inference/outputs.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from datamodules.synth_avatar import SynthAvatarDataset, collate
+from inference.generate import Generator
+from inference.outputs import ClipWriter, ground_truth_frames
+from synthavatar.dataset import ensure_split
+
+
+def clip_name(index: int) -> str:
+    return f"clip_{index:05d}.mp4"
+
+
+def generate_split(cfg, out_dir: Path, split: str = "test", weights=None, num_clips: int = 0,
+                   progress: bool = True, generator: Generator | None = None, *,
+                   side_by_side: bool | None = None, attention_plot: bool | None = None) -> list[Path]:
+    """Generate the first `num_clips` (0 = all) clips of `split` into out_dir; returns the clip_*.mp4 paths.
+    side_by_side / attention_plot: None = sample.side_by_side / sample.attention_plot of the config."""
+    generator = generator or Generator(cfg, weights, progress)
+    s = generator.cfg.sample
+    writer = ClipWriter(generator, out_dir, s.side_by_side if side_by_side is None else side_by_side,
+                        s.attention_plot if attention_plot is None else attention_plot)
+    ensure_split(cfg.data, split, progress)
+    dataset = SynthAvatarDataset(cfg.data, split)
+    count = min(num_clips, len(dataset)) if num_clips else len(dataset)
+    loader = DataLoader(Subset(dataset, range(count)), batch_size=s.batch_size, collate_fn=collate)
+    written = []
+    with tqdm(total=count, desc=f"generating {split}", unit="clip", disable=not progress) as bar:
+        for batch in loader:
+            indices = batch["index"].tolist()
+            names = [clip_name(i)[: -len(".mp4")] for i in indices]
+            truth = ground_truth_frames(batch) if writer.side_by_side else None
+            written += writer.write_batch(names, batch, batch["video"].shape[1],
+                                          [s.seed * 100_003 + i for i in indices], truth)
+            bar.update(len(indices))
+    writer.finish()
+    return written

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=SPLITS, default="test",
                           help="dataset split to evaluate against (default: test)")
     evaluate.add_argument("--out", metavar="DIR", type=Path, help="where to write metrics (default: chosen by the command)")
+    evaluate.add_argument("--with-ground-truth", action="store_true",
+                          help="with --videos: also score the split's ground truth and print both rows")
     evaluate.set_defaults(handler=run_evaluate, saves_config=True)
 
     fit = commands.add_parser("fit", parents=[common], help="train one stage (train.* in the config)")

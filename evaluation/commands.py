@@ -100,6 +100,13 @@ def cmd_evaluate(cfg, args) -> int:
     videos = None if args.ground_truth else args.videos
     result = evaluate(cfg, args.split, videos)
     out_dir = Path(args.out) if args.out else Path(args.run_dir)
-    print(write_results(result, out_dir))
+    text = write_results(result, out_dir)
+    if getattr(args, "with_ground_truth", False) and videos is not None:
+        # One table: the generated videos next to the ground truth of the same split (the ceiling).
+        reference = evaluate(cfg, args.split, None, progress=False)
+        table = {result["label"]: result["summary"], "ground truth": reference["summary"]}
+        text = metrics.to_markdown(table) + text[text.index("\nProbe"):]
+        atomic_write_text(out_dir / "comparison.md", text)
+    print(text)
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'metrics.md'}")
     return 0

@@ -33,7 +33,8 @@ def build_strategy(strategy_cfg):
 
 
 def build_loggers(cfg, run_dir: Path, resolved: dict) -> list:
-    loggers = [CSVLogger(str(run_dir), name="logs", version="")]  # always: metrics.csv for tables and tests
+    # always: metrics.csv for tables and tests, flushed as often as scalars are logged
+    loggers = [CSVLogger(str(run_dir), name="logs", version="", flush_logs_every_n_steps=cfg.train.logger.log_every)]
     log_cfg = cfg.train.logger
     if log_cfg.kind == "wandb" and log_cfg.mode != "disabled":
         from lightning.pytorch.loggers import WandbLogger

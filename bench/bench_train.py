@@ -1,0 +1,93 @@
+"""Training-throughput benchmark: full training steps (data loading excluded, condition encoders and
+codec included, forward + backward + AdamW) of an experiment config, as samples/s and video tokens/s.
+Not a test: run it on an idle machine and commit the results file with the machine named.
+
+    python bench/bench_train.py [-e demo] [--steps 12] [--warmup 3] [--device cpu|cuda]
+        [--out bench/results/train_cpu.json] [key=value ...]
+
+On a GPU (`--device cuda -e demo model.preset=synth train.strategy.precision=bf16-mixed`) it also
+reports peak GPU memory. The ZeRO-3 5B step needs several GPUs and DeepSpeed (configs/experiment/
+zero3_5b.yaml, scripts/); it is not measured by this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_synthavatar import machine  # noqa: E402
+from common.atomic import atomic_write_text  # noqa: E402
+from configs.loader import load_config  # noqa: E402
+from datamodules.synth_avatar import SynthAvatarDataset, collate  # noqa: E402
+from lightning_modules.fit import build_system  # noqa: E402
+from lightning_modules.flow_module import AvatarFlowModule, step_generator  # noqa: E402
+
+
+def to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def measure(cfg, steps: int, warmup: int, device: str) -> dict:
+    system = build_system(cfg, progress=False, load_init=False)
+    module = AvatarFlowModule(system.cfg, system.model, system.encoder).to(device)
+    module.encoder.to(device)
+    optimizer = module.configure_optimizers()["optimizer"]
+    dataset = SynthAvatarDataset(cfg.data, "train")
+    size = cfg.data.batch_size
+    batches = [to_device(collate([dataset[(i * size + j) % len(dataset)] for j in range(size)]), device)
+               for i in range(steps + warmup)]
+    times, tokens = [], 0
+    for step, batch in enumerate(batches):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss, logs = module.shared_step(batch, step_generator(0, step, 0), training=True)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+            tokens = logs["tokens"]
+    seconds = sorted(times)[len(times) // 2]  # median step
+    result = {"step_s_median": seconds, "step_s_min": min(times), "batch_size": size,
+              "video_tokens_per_clip": tokens, "samples_per_s": size / seconds,
+              "tokens_per_s": size * tokens / seconds,
+              "dit_params": sum(p.numel() for p in system.model.parameters()),
+              "trained_params": sum(p.numel() for p in system.model.parameters() if p.requires_grad)}
+    if device == "cuda":
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-e", "--experiment", default="demo")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/train_cpu.json"))
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    rows = {}
+    for label, extra in (("demo config (ActAvatar one stage)", []),
+                         ("demo + visual adapter + loc loss (SyncDreamer stage 2)", ["-e", "syncdreamer_stage2"])):
+        experiment = extra[1] if extra else args.experiment
+        cfg = load_config(experiment, args.overrides)
+        rows[label] = measure(cfg, args.steps, args.warmup, args.device)
+        print(label, json.dumps(rows[label], indent=1), flush=True)
+    report = {"machine": machine(), "device": args.device, "torch_threads": torch.get_num_threads(),
+              "overrides": args.overrides, "results": rows}
+    atomic_write_text(args.out, json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -177,3 +177,34 @@ def test_main_saves_resolved_config_before_running_command(tmp_path, monkeypatch
     assert seen == {"run_dir": tmp_path / "smoke" / "data", "saved": True,
                     "split": "val", "preview": True}
     assert load_config(str(seen["run_dir"] / RESOLVED_CONFIG_NAME)).data.fps == 30
+
+
+def test_extends_merges_parent_first_and_child_wins(tmp_path):
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("run:\n  name: parent\ndata:\n  fps: 30\n  num_train: 5\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {parent}\nrun:\n  name: child\n")
+    cfg = load_config(str(child), ["data.num_train=7"])
+    assert (cfg.run.name, cfg.data.fps, cfg.data.num_train) == ("child", 30, 7)
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\n")
+    with pytest.raises(ConfigError, match="loop.yaml: 'extends' loops back"):
+        load_config(str(loop))
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("extends: no_such_experiment\n")
+    with pytest.raises(ConfigError, match="missing.yaml: extends: unknown experiment 'no_such_experiment'"):
+        load_config(str(missing))
+
+
+def test_stage_configs_chain_and_ablation_rows_stay_small():
+    stage1, stage2 = load_config("actavatar_stage1"), load_config("actavatar_stage2")
+    assert stage1.train.trainable != [".*"] and stage2.train.trainable == [".*"]
+    assert stage2.train.init_from.endswith("actavatar_stage1/fit")
+    assert stage2.model.text.prompt_mode == "structured" and stage2.model.dit.phase_embedding
+    assert load_config("actavatar_global").model.text.prompt_mode == "global"
+    assert load_config("syncdreamer_no_loc").model.visual.loc_weight == 0
+    for path in (Path(__file__).parents[1] / "configs" / "experiment").glob("*.yaml"):
+        assert len(path.read_text().splitlines()) < 30, path

@@ -15,6 +15,7 @@ Examples::
     python main.py evaluate -e demo --ground-truth         # metrics on the ground-truth test videos
     python main.py evaluate -e demo --videos runs/x/videos --out runs/x/eval
     python main.py data -e runs/demo/data/resolved_config.yaml   # rerun a saved config
+    python main.py export --checkpoint runs/x/fit/checkpoints/step-00000400.ckpt --dtype bf16  # DiT safetensors
 
 Overrides (``key=value``) may appear anywhere after the subcommand.  Config
 errors print one line to stderr and exit with status 2.
@@ -68,6 +69,12 @@ def run_generate(cfg, args) -> int:
     from inference.commands import cmd_generate
 
     return cmd_generate(cfg, args)
+
+
+def run_export(cfg, args) -> int:
+    from lightning_modules.export import cmd_export
+
+    return cmd_export(cfg, args)
 
 
 def run_sweep(cfg, args) -> int:
@@ -145,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print one command per run (cluster / wandb agent) instead of running them")
     sweep.add_argument("--table-only", action="store_true", help="only (re)build the table from finished runs")
     sweep.set_defaults(handler=run_sweep, saves_config=False)
+
+    export = commands.add_parser("export", parents=[common],
+                                 help="consolidate a checkpoint (DeepSpeed dir or .ckpt) into DiT safetensors")
+    export.add_argument("--checkpoint", metavar="PATH", required=True,
+                        help="step checkpoint (a ZeRO-3 directory or a .ckpt file) or a fit run dir (newest one)")
+    export.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights dtype (default: fp32)")
+    export.add_argument("--out", metavar="FILE", type=Path,
+                        help="output .safetensors (default: next to the checkpoint, step-N.safetensors)")
+    export.add_argument("--no-ema", action="store_true", help=".ckpt: the raw weights, not the EMA average")
+    export.set_defaults(handler=run_export, saves_config=False)
     return parser
 
 

@@ -68,7 +68,10 @@ class StepCheckpoint(L.Callback):
 
 
 class ExportWeights(L.Callback):
-    """At the end of a completed fit, write weights.safetensors (EMA when on) for generation/next stage."""
+    """At the end of a completed fit, write weights.safetensors (EMA when on) for generation/next stage.
+
+    Under ZeRO-3 the weights are sharded: rank 0 consolidates the final step checkpoint that
+    StepCheckpoint wrote at max_steps (lightning_modules/export.py) after the strategy has torn down."""
 
     def __init__(self, run_dir: Path, meta: dict):
         self.run_dir, self.meta = Path(run_dir), meta
@@ -77,7 +80,14 @@ class ExportWeights(L.Callback):
         if trainer.global_step < trainer.max_steps:  # stopped early (preemption): not a finished stage
             return
         if getattr(trainer.strategy, "zero_stage_3", False):
-            return  # sharded: lightning_modules/export.py consolidates the last checkpoint instead
+            saver = next((c for c in trainer.callbacks if isinstance(c, StepCheckpoint)), None)
+            final = step_checkpoint_path(saver.directory, trainer.global_step) if saver else None
+            if trainer.is_global_zero and final is not None and final.is_dir():
+                from lightning_modules.checkpoints import WEIGHTS
+                from lightning_modules.export import export_weights
+                out = export_weights(final, self.run_dir / WEIGHTS, meta=self.meta)
+                pl_module.print(f"consolidated ZeRO-3 checkpoint {final.name} -> {out}")
+            return
         if trainer.is_global_zero:
             save_weights(pl_module.generation_state(), self.run_dir,
                          self.meta | {"global_step": trainer.global_step, "ema": pl_module.ema is not None})

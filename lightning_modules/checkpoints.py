@@ -39,11 +39,14 @@ def _is_complete(path: Path) -> tuple[bool, str]:
     """(usable, why not) for a step checkpoint: a Lightning file, or a DeepSpeed directory."""
     try:
         if path.is_dir():  # DeepSpeed: <dir>/latest names the tag; each rank wrote its model/optim shard
-            tag = (path / "latest").read_text().strip()
-            shards = list((path / tag).glob("*optim_states.pt"))
+            tag = (path / "latest").read_text().strip()  # Lightning: "checkpoint"
+            shards = list((path / tag).glob("*optim_states.pt"))  # zero_pp_rank_<r>_mp_rank_00_optim_states.pt
             model_states = list((path / tag).glob("*model_states.pt"))
             if not shards or not model_states:
                 return False, f"no model/optimizer shards under {path / tag}"
+            per_rank = [m for m in model_states if m.name.startswith("zero_pp_rank_")]  # ZeRO-3: one per rank
+            if per_rank and len(per_rank) != len(shards):
+                return False, f"{len(per_rank)} model-state files but {len(shards)} optimizer shards"
             return True, ""
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         missing = [k for k in ("state_dict", "global_step", "optimizer_states") if k not in state]

@@ -58,7 +58,10 @@ def build_system(cfg, progress: bool = True, load_init: bool = True) -> System:
     return System(typed, encoder, model)
 
 
-def resume_path(resume: str, checkpoint_dir: Path) -> str | None:
+def resume_path(resume: str, checkpoint_dir: Path, trainer=None) -> str | None:
+    """The checkpoint to resume from ('' = none, 'auto' = newest complete one, or a path). With `trainer`,
+    also prepares its strategy: a ZeRO-3 checkpoint written by another world size is converted once to a
+    universal checkpoint and loaded as such (lightning_modules/distributed.py)."""
     if not resume:
         return None
     if resume == "auto":
@@ -66,10 +69,15 @@ def resume_path(resume: str, checkpoint_dir: Path) -> str | None:
         if found is None:
             warnings.warn(f"--resume auto: no complete checkpoint in {checkpoint_dir}; starting fresh",
                           stacklevel=2)
-        return str(found) if found else None
-    if not Path(resume).exists():
+        path = str(found) if found else None
+    elif not Path(resume).exists():
         raise ConfigError(f"--resume {resume}: no such checkpoint")
-    return resume
+    else:
+        path = resume
+    if trainer is not None:
+        from lightning_modules.distributed import prepare_resume
+        path = prepare_resume(path, trainer)
+    return path
 
 
 def cmd_fit(cfg, args) -> int:
@@ -88,7 +96,7 @@ def cmd_fit(cfg, args) -> int:
                  SampleVideos(cfg.data, run_dir / "samples", typed.train.sample_clips)]
     trainer = build_trainer(typed, run_dir, callbacks, progress=not getattr(args, "quiet", False))
     datamodule = SynthAvatarDataModule(cfg.data, train_steps=typed.train.max_steps, seed=typed.run.seed)
-    ckpt = resume_path(getattr(args, "resume", "") or "", checkpoint_dir)
+    ckpt = resume_path(getattr(args, "resume", "") or "", checkpoint_dir, trainer)
     L.seed_everything(typed.run.seed, verbose=False)
     trainer.fit(module, datamodule, ckpt_path=ckpt)
     _finish_loggers(trainer)

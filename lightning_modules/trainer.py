@@ -5,6 +5,17 @@ checkpointing; the strategy for data parallelism and sharding), never inside the
 ZeRO-3 uses stock Lightning `DeepSpeedStrategy` (stage 3, optional CPU offload); the optimizer stays a
 torch AdamW so no fused op has to be JIT-built. Trade-off: bf16/offload settings are the user's to pick
 per machine; the `zero3_5b` experiment is a starting point for the 5B DiT on 8 x 80 GB.
+
+Launchers: one process per device, started by Lightning itself (single node), by torchrun
+(scripts/launch_torchrun.sh) or by srun (scripts/slurm_fit.sbatch); Lightning reads the ranks from the
+environment each of them sets. Under SLURM, Lightning's own auto-requeue is switched off
+(`SLURMEnvironment(auto_requeue=False)`): its SIGUSR1 handler saves `hpc_ckpt_*.ckpt` from inside the
+signal handler (mid-step; a collective save under ZeRO-3) and runs `scontrol requeue`, and on the next
+start on SLURM such a file takes precedence over `--resume auto` when that finds nothing. Lightning
+registers it only where no SIGUSR1 handler exists yet, so depending on whether StepCheckpoint installs
+its handler before or after (on_fit_start vs on_train_start) the two would fight or Lightning's would
+silently never run. StepCheckpoint owns SIGUSR1/SIGTERM (all ranks agree, checkpoint after the step,
+stop); scripts/slurm_fit.sbatch requeues the job. World-size changes on resume: distributed.py.
 """
 from __future__ import annotations
 
@@ -26,10 +37,28 @@ def build_strategy(strategy_cfg):
         return DDPStrategy(process_group_backend=backend) if backend else DDPStrategy()
     if name == "deepspeed_zero3":
         from lightning.pytorch.strategies import DeepSpeedStrategy
-        return DeepSpeedStrategy(stage=3, offload_optimizer=strategy_cfg.offload_optimizer,
-                                 offload_parameters=strategy_cfg.offload_params,
-                                 process_group_backend=os.environ.get("ACTSYNC_DIST_BACKEND"))
+        if strategy_cfg.precision not in ("32-true", "bf16-mixed"):
+            from configs.loader import ConfigError
+            raise ConfigError(f"train.strategy.precision={strategy_cfg.precision} is not supported with "
+                              "deepspeed_zero3 (DeepSpeed's half-precision modes cast the DiT to half precision, "
+                              "but the condition encoders hand it fp32 inputs); use bf16-mixed or 32-true")
+        strategy = DeepSpeedStrategy(stage=3, offload_optimizer=strategy_cfg.offload_optimizer,
+                                     offload_parameters=strategy_cfg.offload_params,
+                                     process_group_backend=os.environ.get("ACTSYNC_DIST_BACKEND"))
+        if strategy_cfg.precision == "bf16-mixed":  # see trainer_precision
+            strategy.config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+        return strategy
     raise ValueError(f"unknown train.strategy.name {name!r}")
+
+
+def trainer_precision(strategy_cfg) -> str:
+    """Lightning's precision flag. bf16-mixed under ZeRO-3 is DeepSpeed's `torch_autocast` (set in the
+    strategy's config: fp32 sharded master weights, bf16 compute, bf16 gradient reduction for Linear/Conv),
+    so Lightning itself runs 32-true: its DeepSpeed bf16 mode would cast the DiT's weights to bf16 and
+    only the batch to bf16, while the latents and conditions come from fp32 encoders inside the step."""
+    if strategy_cfg.name == "deepspeed_zero3" and strategy_cfg.precision == "bf16-mixed":
+        return "32-true"
+    return strategy_cfg.precision
 
 
 def build_loggers(cfg, run_dir: Path, resolved: dict) -> list:
@@ -48,13 +77,19 @@ def build_loggers(cfg, run_dir: Path, resolved: dict) -> list:
     return loggers
 
 
+def build_plugins() -> list:
+    """Under SLURM: the SLURM environment without Lightning's auto-requeue (see the module docstring)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def build_trainer(cfg, run_dir: Path, callbacks: list, progress: bool = True) -> L.Trainer:
     """cfg: typed Config. run_dir: runs/NAME/fit."""
     train, strategy = cfg.train, cfg.train.strategy
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     return L.Trainer(
         accelerator=strategy.accelerator, devices=strategy.devices, num_nodes=strategy.num_nodes,
-        strategy=build_strategy(strategy), precision=strategy.precision,
+        strategy=build_strategy(strategy), precision=trainer_precision(strategy), plugins=build_plugins() or None,
         max_steps=train.max_steps, max_epochs=-1,
         val_check_interval=train.val_every or None, check_val_every_n_epoch=None if train.val_every else 1,
         limit_val_batches=train.val_batches, num_sanity_val_steps=0,

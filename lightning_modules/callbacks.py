@@ -29,17 +29,28 @@ class StepCheckpoint(L.Callback):
     def _on_signal(self, signum, frame):
         self._requested = True
 
-    def on_fit_start(self, trainer, pl_module):
+    def on_train_start(self, trainer, pl_module):
+        # Installed here, after Lightning registered its own SIGTERM handler (Trainer._run, after on_fit_start)
+        # and so replacing it: Lightning's raises SIGTERMException (a SystemExit) at the end of the step or
+        # inside a validation pass, which stops the run without a checkpoint when the signal lands in validation.
+        # Lightning's teardown then restores the handlers from before the fit, also after an exception.
+        self._requested = self._requested or trainer.received_sigterm  # a signal during restore/setup
         for sig in self.signals:  # only the main thread may install handlers (not the case in some launchers)
             try:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
             except ValueError:
                 pass
 
-    def on_fit_end(self, trainer, pl_module):
+    def _restore_handlers(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+    def on_train_end(self, trainer, pl_module):
+        self._restore_handlers()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._restore_handlers()
 
     # ------------------------------------------------------------------ saving
 

@@ -61,6 +61,8 @@ def find_resume_checkpoint(directory: Path) -> Path | None:
     if not directory.is_dir():
         return None
     candidates = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := STEP_NAME.match(p.name)))
+    for path in sorted(directory.glob("step-*.ckpt.partial")):  # a save cut short before its rename
+        warnings.warn(f"skipping checkpoint {path}: partial (the save was interrupted)", stacklevel=2)
     for step, path in reversed(candidates):
         ok, why = _is_complete(path)
         if ok:
@@ -125,10 +127,16 @@ def load_stage_weights(model: torch.nn.Module, source: str | Path) -> dict:
     """Initialise `model` from an earlier stage. Only ActSync's new zero-init modules may be missing
     (e.g. phase embeddings added in ActAvatar stage 2); weights the model lacks are an error."""
     state = read_weights(source)
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not NEW_MODULE_PATTERN.fullmatch(k)]
-    if missing or result.unexpected_keys:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not NEW_MODULE_PATTERN.fullmatch(k)]
+    unexpected = [k for k in state if k not in own]
+    # checked before loading: torch raises a RuntimeError (not naming the file) on a shape mismatch
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and v.shape != own[k].shape]
+    if missing or unexpected or shapes:
         raise CheckpointError(
             f"{resolve_weights(source)}: does not fit this model: missing {missing[:5]} "
-            f"unexpected {result.unexpected_keys[:5]} (is model.* the same as in that stage?)")
+            f"unexpected {unexpected[:5]} shape (file vs model) {shapes[:3]} "
+            "(is model.* the same as in that stage?)")
+    result = model.load_state_dict(state, strict=False)
     return {"loaded": len(state), "new_modules": len(result.missing_keys)}

@@ -16,7 +16,10 @@ class EMA:
     def __init__(self, named_params: list[tuple[str, nn.Parameter]], decay: float):
         self.decay = decay
         self.params = dict(named_params)
-        self.shadow = {name: p.detach().clone() for name, p in self.params.items()}
+        # fp32 even when the weights are trained in bf16 (bf16-true converts them in place later): an
+        # average with decay 0.995 moves by less than bf16's resolution.
+        self.shadow = {name: p.detach().to(torch.promote_types(p.dtype, torch.float32), copy=True)
+                       for name, p in self.params.items()}
         self.updates = 0
 
     @torch.no_grad()
@@ -24,7 +27,7 @@ class EMA:
         k = self.updates
         decay = min(self.decay, (1 + k) / (10 + k))
         for name, p in self.params.items():
-            self.shadow[name].lerp_(p.detach(), 1 - decay)
+            self.shadow[name].lerp_(p.detach().to(self.shadow[name].dtype), 1 - decay)
         self.updates += 1
 
     def to(self, device) -> "EMA":
@@ -46,5 +49,6 @@ class EMA:
         """The model's state dict with the trained weights replaced by their average."""
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         for name, value in self.shadow.items():
-            state[name[len(prefix):] if name.startswith(prefix) else name] = value.clone()
+            key = name[len(prefix):] if name.startswith(prefix) else name
+            state[key] = value.to(state[key].dtype if key in state else value.dtype, copy=True)
         return state

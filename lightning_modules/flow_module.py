@@ -21,6 +21,7 @@ import time
 import lightning as L
 import torch
 
+from configs.loader import ConfigError
 from lightning_modules.ema import EMA
 from models.flow_matching import drop_modalities, flow_matching_loss
 
@@ -36,7 +37,7 @@ def trainable_names(model: torch.nn.Module, patterns: list[str]) -> list[str]:
     for pattern in patterns:
         hits = [n for n in names if re.search(pattern, n)]
         if not hits:
-            raise ValueError(f"train.trainable pattern {pattern!r} matches no parameter of the model "
+            raise ConfigError(f"train.trainable pattern {pattern!r} matches no parameter of the model "
                              f"(e.g. {', '.join(names[:4])}, ...)")
         chosen += hits
     return sorted(set(chosen), key=names.index)
@@ -93,12 +94,11 @@ class AvatarFlowModule(L.LightningModule):
         generator = step_generator(self.cfg.run.seed, self.global_step, self.global_rank)
         loss, logs = self.shared_step(batch, generator, training=True)
         batch_size = len(batch["prompt"])
-        log = self.cfg.train.logger.log_every
         self.log_dict({f"train/{k}": v for k, v in logs.items() if k != "tokens"}, batch_size=batch_size,
                       prog_bar=False)
         self.log("loss", logs["loss"], prog_bar=True, logger=False, batch_size=batch_size)
         now = time.perf_counter()
-        if self._last_batch_time is not None and self.global_step % log == 0:
+        if self._last_batch_time is not None and self._logged_step():
             seconds = now - self._last_batch_time
             samples = batch_size * self.trainer.world_size / seconds
             self.log_dict({"perf/samples_per_s": samples, "perf/tokens_per_s": samples * logs["tokens"]},
@@ -125,8 +125,14 @@ class AvatarFlowModule(L.LightningModule):
             optimizer, lr_lambda(train.warmup_steps, train.max_steps, train.lr_schedule))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def _logged_step(self) -> bool:
+        """Whether Lightning writes this step's metrics to the loggers (it does when (step + 1) % log_every
+        == 0, step = global_step before the optimizer step); values logged on other steps would be
+        written later, stale, under the wrong step."""
+        return (self.global_step + 1) % self.cfg.train.logger.log_every == 0
+
     def on_before_optimizer_step(self, optimizer):
-        if self.global_step % self.cfg.train.logger.log_every:
+        if not self._logged_step():
             return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads:  # ZeRO-3 keeps gradients partitioned inside DeepSpeed: nothing to measure here
@@ -134,9 +140,15 @@ class AvatarFlowModule(L.LightningModule):
             self.log("train/grad_norm", norm)
         self.log("train/lr", optimizer.param_groups[0]["lr"])
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: callbacks' on_train_batch_end (StepCheckpoint) runs before the
+        # module's, so a step-k checkpoint would hold an EMA of k - 1 updates and a resumed run would lose one.
         if self.ema is not None:
             self.ema.update()
+
+    def on_validation_end(self):
+        self._last_batch_time = None  # throughput is not measured across a validation pass
 
     # ------------------------------------------------------------------ devices and checkpoints
 

@@ -21,6 +21,8 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "tests" / "support" / "fit_with_cpu_deepspeed.py"
 TERMINATE = "terminate called without an active exception"
+DIST_VARIABLES = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR",
+                  "MASTER_PORT", "TORCHELASTIC_RUN_ID"}
 
 
 def _overrides(root: Path, output_dir: Path) -> list[str]:
@@ -34,8 +36,10 @@ def _overrides(root: Path, output_dir: Path) -> list[str]:
 def _fit(root: Path, output_dir: Path, devices: int, max_steps: int, resume: bool = False, env: dict = None):
     cmd = [sys.executable, str(LAUNCHER), "fit", *_overrides(root, output_dir), "--quiet",
            f"train.strategy.devices={devices}", f"train.max_steps={max_steps}"] + (["--resume", "auto"] * resume)
+    # a clean launch environment: in-process DDP tests of the same worker may have left rank variables behind
+    clean = {k: v for k, v in os.environ.items() if k not in DIST_VARIABLES and not k.startswith(("SLURM_", "PL_"))}
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ | (env or {}))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=clean | (env or {}))
     print(f"fit devices={devices} max_steps={max_steps}: {time.perf_counter() - start:.1f} s")
     assert proc.returncode == 0 or TERMINATE in proc.stderr, (proc.stdout[-3000:], proc.stderr[-6000:])
     return proc

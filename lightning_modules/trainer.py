@@ -61,8 +61,23 @@ def trainer_precision(strategy_cfg) -> str:
     return strategy_cfg.precision
 
 
+def _keep_previous_csv(log_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; keep a resumed run's earlier log as partN."""
+    current = log_dir / "metrics.csv"
+    if not current.is_file() or int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
+        return  # only the first process moves it (others write no CSV)
+    part = 1
+    while (log_dir / f"metrics.part{part}.csv").exists():
+        part += 1
+    try:
+        os.replace(current, log_dir / f"metrics.part{part}.csv")
+    except FileNotFoundError:
+        pass
+
+
 def build_loggers(cfg, run_dir: Path, resolved: dict) -> list:
     # always: metrics.csv for tables and tests, flushed as often as scalars are logged
+    _keep_previous_csv(run_dir / "logs")
     loggers = [CSVLogger(str(run_dir), name="logs", version="", flush_logs_every_n_steps=cfg.train.logger.log_every)]
     log_cfg = cfg.train.logger
     if log_cfg.kind == "wandb" and log_cfg.mode != "disabled":

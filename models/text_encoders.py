@@ -142,14 +142,19 @@ class TextEncoder(nn.Module):
         return self._batch([found[t] for t in texts], limit)
 
     def _cached(self, texts: Sequence[str], limit: int) -> dict[str, _Encoded]:
-        """Looks every text up in the LRU cache; encodes the missing ones in one forward pass."""
+        """Looks every text up in the LRU cache; encodes each missing one on its own.
+
+        One text per forward pass: in a padded batch a text's states differ by ~1e-6 depending on which
+        other texts shared the pass, which would make training depend on the cache's history (a resumed
+        run, starting with an empty cache, would drift from an uninterrupted one)."""
         missing = list(dict.fromkeys(t for t in texts if (t, limit) not in self._cache))
         self.cache_misses += len(missing)
         self.cache_hits += len(set(texts)) - len(missing)
         found = {t: self._cache[(t, limit)] for t in set(texts) - set(missing)}
         for text in found:
             self._cache.move_to_end((text, limit))
-        found.update(zip(missing, self._encode_texts(missing, limit)) if missing else ())
+        for text in missing:
+            found[text] = self._encode_texts([text], limit)[0]
         for text in missing:
             self._cache[(text, limit)] = found[text]
         while len(self._cache) > self.cache_size:

@@ -54,11 +54,7 @@ def fit_overrides(ws: Path, name: str, **extra) -> list[str]:
     values = {"run.output_dir": ws / "runs", "run.name": name, "data.root": ws / "data",
               "model.codec.cache_dir": ws / "codec", "model.preset": "tiny", "data.batch_size": 2,
               "data.duration": 1.2, "train.logger.kind": "csv", "train.max_steps": STEPS,
-              "train.ckpt_every": CKPT_EVERY, "train.val_every": VAL_EVERY, "train.warmup_steps": 3,
-              # The frozen text encoder's cache makes a text's states depend on which texts shared its first
-              # (padded) forward pass, i.e. on the run's history: off until that is fixed (see
-              # test_text_states_do_not_depend_on_batch_history).
-              "model.text.cache_size": 0}
+              "train.ckpt_every": CKPT_EVERY, "train.val_every": VAL_EVERY, "train.warmup_steps": 3}
     values |= {k.replace("__", "."): v for k, v in extra.items()}
     return [f"{k}={v}" for k, v in values.items()]
 
@@ -428,10 +424,9 @@ def test_init_from_unfinished_stage_is_an_error(ws, tmp_path):
         load_stage_weights(torch.nn.Linear(2, 2), tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="models/text_encoders.py encodes cache misses in one padded batch: the "
-                   "states of a text differ in the last bits with the texts it first met, so a resumed run (empty "
-                   "cache) is not bit-identical with model.text.cache_size > 0")
 def test_text_states_do_not_depend_on_batch_history():
+    # A resumed run starts with an empty text cache: the states of a text must not depend on which texts
+    # shared its first forward pass, or the resumed run drifts from the uninterrupted one.
     from models.text_encoders import MiniLMTextEncoder
     short = "A person with short hair waves hello."
     long = "Base: a person in a striped shirt. Phase-1 [0.0s-1.0s]: raises the left hand slowly above the head."

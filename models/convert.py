@@ -44,7 +44,7 @@ _DIFFUSERS_TO_WAN = [
     (r"patch_embedding\.(.*)", r"patch_embedding.\1"),
 ]
 # Keys our model may lack in a Wan checkpoint: the new, zero-initialised ActSync modules.
-NEW_MODULE_PATTERN = re.compile(r"(phase_embedding|audio_adapter|visual_adapter|.*\.(audio_attn|visual_attn)"
+NEW_MODULE_PATTERN = re.compile(r"(phase_embedding|reference_embedding|audio_adapter|visual_adapter|.*\.(audio_attn|visual_attn)"
                                 r"|.*\.window_bias).*")
 
 

@@ -57,6 +57,13 @@ class WanDiT(nn.Module):
         dim, out_channels = cfg.dim, cfg.out_channels or cfg.in_channels
         self.patch_size = tuple(cfg.patch_size)
         self.patch_embedding = nn.Conv3d(cfg.in_channels, dim, self.patch_size, self.patch_size)
+        # Wan2.1-I2V gives the reference latent to every frame by channel concatenation; a separate zero-init
+        # projection is the same linear map while keeping patch_embedding Wan2.2-shaped (weights still load).
+        self.reference_embedding = None
+        if cfg.reference_concat:
+            self.reference_embedding = nn.Conv3d(cfg.in_channels, dim, self.patch_size, self.patch_size)
+            nn.init.zeros_(self.reference_embedding.weight)
+            nn.init.zeros_(self.reference_embedding.bias)
         self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"),
                                             nn.Linear(dim, dim))
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
@@ -114,6 +121,8 @@ class WanDiT(nn.Module):
             raise ValueError(f"latent shape (F, H, W) = {(F, H, W)} is not divisible by patch {self.patch_size}")
         grid = (F // pt, H // ph, W // pw)
         tokens = self.patch_embedding(x).flatten(2).transpose(1, 2)  # (B, C, F', H', W') -> (B, L, dim)
+        if self.reference_embedding is not None:
+            tokens = tokens + self._reference_tokens(x, cond)
         e, e0 = self._embed_time(t, B, grid)
         inp = self._block_inputs(x, cond, grid)
         for block in self.blocks:
@@ -124,6 +133,14 @@ class WanDiT(nn.Module):
         losses = inp.aux.pop("loc_losses", [])
         inp.aux["loc_loss"] = torch.stack(losses).mean() if losses else None
         return out, inp.aux
+
+    def _reference_tokens(self, x: torch.Tensor, cond: dict) -> torch.Tensor:
+        """The clean frame-0 latent (B, C, 1, H, W), repeated over frames and embedded: (B, L, dim).
+        Zero for samples whose image condition is dropped (keep_image False)."""
+        reference = cond.get("reference", x[:, :, :1]).expand(-1, -1, x.shape[2], -1, -1)
+        tokens = self.reference_embedding(reference).flatten(2).transpose(1, 2)
+        keep = cond.get("keep_image")
+        return tokens if keep is None else tokens * keep.to(tokens.dtype)[:, None, None]
 
     def _embed_time(self, t: torch.Tensor, batch: int, grid) -> tuple[torch.Tensor, torch.Tensor]:
         """t (B,), (B, F) or (B, L) -> e (B, G, dim), e0 (B, G, 6, dim) in fp32, G in {1, F', L}."""

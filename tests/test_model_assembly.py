@@ -34,7 +34,7 @@ def wan_dir(tmp_path_factory):
 
 
 def _full_model(wan_dir):
-    model = WanDiT(_config(phase_embedding=True, phase_window_bias=True), AUDIO, VISUAL).eval()
+    model = WanDiT(_config(phase_embedding=True, phase_window_bias=True, reference_concat=True), AUDIO, VISUAL).eval()
     report = load_wan_weights(model, wan_dir)
     return model, report
 
@@ -61,6 +61,7 @@ def test_new_modules_are_reported_and_start_as_exact_no_ops(wan_dir):
     assert any(k.startswith("phase_embedding") for k in new)
     assert any(".audio_attn." in k for k in new) and any(".visual_attn." in k for k in new)
     assert any(k.endswith("cross_attn.window_bias") for k in new)
+    assert any(k.startswith("reference_embedding") for k in new)
     assert not any(k.startswith(("blocks.0.self_attn", "head.", "patch_embedding")) for k in new)
     x, t, text = _inputs()
     with torch.no_grad():
@@ -85,7 +86,7 @@ def test_each_trained_module_changes_the_output_and_dropping_it_restores_the_bac
     with torch.no_grad():
         base = full(x, t, cond)
         for name, part in (("audio", [b.audio_attn for b in full.blocks]),
-                           ("image", [b.visual_attn for b in full.blocks])):
+                           ("image", [b.visual_attn for b in full.blocks] + [full.reference_embedding])):
             for module in part:
                 _perturb(module)
             changed = full(x, t, cond)

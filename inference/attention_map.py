@@ -122,6 +122,10 @@ def clip_record(name: str, mass: torch.Tensor, padding: torch.Tensor, tokens: to
     prompt: the structured prompt in JSON form (base, phases with start/end/text[/action], duration)."""
     phases = prompt["phases"]
     windows = [(p["start"], p["end"]) for p in phases]
+    missing = len(windows) + 1 - mass.shape[1]
+    if missing > 0:  # global / brief prompts have no phase tokens: those phases got no attention at all
+        mass = torch.cat([mass, mass.new_zeros(mass.shape[0], missing)], 1)
+        tokens = torch.cat([tokens, tokens.new_zeros(missing)])
     summary = phase_window_summary(mass, frame_seconds, windows)
     duration = prompt.get("duration")
     blocks = [{"block": 0, "label": "base", "text": prompt["base"],

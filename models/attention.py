@@ -58,9 +58,13 @@ def attention_probs(q, k, bias=None, key_mask=None) -> torch.Tensor:
     dtype = torch.promote_types(q.dtype, torch.float32)
     mask = _additive_mask(bias, key_mask, dtype)
     logits = q.to(dtype) @ k.to(dtype).transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, Lq, Lk)
-    if mask is not None:
-        logits = logits + mask
-    return torch.softmax(logits, -1).nan_to_num(0.0)
+    if mask is None:
+        return torch.softmax(logits, -1)
+    logits = logits + mask
+    # Rows with no valid key: softmax would give NaN, and its backward NaN gradients even when the row is
+    # zeroed afterwards (nan_to_num does not stop them). Give those rows finite logits, then zero them.
+    empty = torch.isneginf(logits).all(-1, keepdim=True)  # (B, H, Lq, 1)
+    return torch.softmax(logits.masked_fill(empty, 0.0), -1).masked_fill(empty, 0.0)
 
 
 @register_backend("reference")

@@ -77,3 +77,18 @@ def test_time_bias_description_matches_the_dense_biases():
     torch.testing.assert_close(audio.materialise()[0, 0], expected.nan_to_num(0.0, neginf=float("-inf")))
     with pytest.raises(ValueError, match="mode"):
         TimeBias("video", query_time, key_window).materialise()
+
+
+def test_probabilities_of_fully_masked_rows_are_zero_with_finite_gradients():
+    # A sample whose image condition is dropped masks every identity token: its rows must be 0 and must not
+    # send NaN gradients back (the SyncDreamer localisation loss diverged to NaN from this).
+    from models.attention import attention_probs
+    q = torch.randn(2, 2, 5, 8, requires_grad=True)
+    k = torch.randn(2, 2, 4, 8, requires_grad=True)
+    key_mask = torch.tensor([[True] * 4, [False] * 4])
+    probs = attention_probs(q, k, key_mask=key_mask)
+    assert probs[1].abs().sum() == 0
+    torch.testing.assert_close(probs[0].sum(-1), torch.ones(2, 5))
+    (probs * torch.randn_like(probs)).sum().backward()
+    assert torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
+    assert q.grad[0].abs().sum() > 0

@@ -142,13 +142,7 @@ def assert_same_training_state(reference: Path, other: Path) -> None:
 # --------------------------------------------------------------------------- shared expensive runs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """In-process runs with one thread too: on a shared 2-core machine two threads are several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

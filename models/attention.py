@@ -2,8 +2,9 @@
 
 `attention(q, k, v, bias=..., key_mask=..., backend=...)` is the only way model code calls attention,
 so a fused kernel (kernels/, issue 5) plugs in by registering a backend, without touching the model.
-Backends: "sdpa" (torch's fused scaled_dot_product_attention with a materialised additive mask) and
-"reference" (explicit fp32 softmax, the ground truth for tests and kernels). Convention: a query whose
+Backends: "sdpa" (torch's fused scaled_dot_product_attention with a materialised additive mask),
+"reference" (explicit fp32 softmax, the ground truth for tests and kernels) and "triton" (the fused kernel
+of kernels/time_attention.py, which computes a TimeBias in-kernel). Convention: a query whose
 keys are all masked gets a zero output (not NaN), so padded text or empty audio windows are harmless.
 
 Biases (built here, consumed as an additive (B, H, Lq, Lk) tensor by the stock backends):
@@ -13,7 +14,7 @@ Biases (built here, consumed as an additive (B, H, Lq, Lk) tensor by the stock b
   `radius` of its own time.
 Model code passes these biases as a `TimeBias` *description* (query times, key windows, per-head
 weights, mode), not as a tensor: the stock backends materialise it, a fused kernel computes it in-loop.
-Trade-off: materialising the bias costs Lq x Lk x H memory; the fused kernel of issue 5 avoids it.
+Trade-off: materialising the bias costs Lq x Lk x H memory; the fused 'triton' backend avoids it.
 """
 from __future__ import annotations
 
@@ -106,7 +107,18 @@ class TimeBias:
 
 
 # Backends that compute a TimeBias themselves (fused kernels) register here; others get it materialised.
-STRUCTURED_BACKENDS: set[str] = set()
+STRUCTURED_BACKENDS: set[str] = {"triton"}
+
+
+@register_backend("triton")
+def triton_attention(q, k, v, bias=None, key_mask=None, time_bias: TimeBias | None = None):
+    """The fused Triton kernel of kernels/time_attention.py (bias built in-kernel from `time_bias`). Runs on
+    CUDA, or on CPU under TRITON_INTERPRET=1; elsewhere it falls back to that module's torch reference."""
+    if bias is not None:
+        raise ValueError("the 'triton' backend builds its bias in-kernel from a TimeBias and takes no dense "
+                         "bias; use backend 'sdpa' for arbitrary additive biases")
+    from kernels.time_attention import time_structured_attention  # lazy: kernels imports this module
+    return time_structured_attention(q, k, v, time_bias=time_bias, key_mask=key_mask)
 
 
 def attention(q, k, v, bias=None, key_mask=None, backend: str = "sdpa",

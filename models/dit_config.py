@@ -55,6 +55,9 @@ class DiTConfig:
                 problems.append((name, f"must be >= 1 (got {getattr(self, name)})"))
         if self.freq_dim % 2:
             problems.append(("freq_dim", f"must be even (got {self.freq_dim})"))
+        from models.attention import BACKENDS  # local: keeps this module a plain dataclass file
+        if self.attention_backend not in BACKENDS:
+            problems.append(("attention_backend", f"unknown {self.attention_backend!r}; use one of {sorted(BACKENDS)}"))
         return problems
 
 

@@ -1,6 +1,13 @@
 """Fixtures shared by several test modules."""
+import os
+
 import pytest
 import torch
+
+# Triton kernels run on CPU only through the interpreter, and it must be switched on before any module
+# defining @triton.jit kernels is imported (kernels/time_attention_triton.py reads it at import).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="module")

@@ -216,3 +216,12 @@ def test_model_config_names_an_unknown_attention_backend():
     problems = dict(DiTConfig(attention_backend="flash").check())
     assert "flash" in problems["attention_backend"] and "triton" in problems["attention_backend"]
     assert "attention_backend" not in dict(DiTConfig(attention_backend="triton").check())
+
+
+def test_benchmark_script_runs_and_reports_both_targets(tmp_path):
+    """bench/bench_time_attention.py --smoke (tiny shapes; interpreter times mean nothing): keeps the GPU
+    benchmark from rotting between the sessions that have a GPU."""
+    from bench.bench_time_attention import main
+    result = main(["--smoke", "--out", str(tmp_path / "r.json")])
+    assert {r["method"] for r in result["rows"]} == {"fused", "sdpa+bias", "sdpa"}
+    assert set(result["ratios"]) == {"text", "audio"} and (tmp_path / "r.md").read_text().count("target") == 4

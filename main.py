@@ -16,6 +16,7 @@ Examples::
     python main.py evaluate -e demo --videos runs/x/videos --out runs/x/eval
     python main.py data -e runs/demo/data/resolved_config.yaml   # rerun a saved config
     python main.py export --checkpoint runs/x/fit/checkpoints/step-00000400.ckpt --dtype bf16  # DiT safetensors
+    python main.py rl -e configs/rl/smollm2.yaml           # prompt enhancer: SFT, GRPO, held-out table
 
 Overrides (``key=value``) may appear anywhere after the subcommand.  Config
 errors print one line to stderr and exit with status 2.
@@ -75,6 +76,12 @@ def run_export(cfg, args) -> int:
     from lightning_modules.export import cmd_export
 
     return cmd_export(cfg, args)
+
+
+def run_rl(cfg, args) -> int:
+    from rl.commands import cmd_rl
+
+    return cmd_rl(cfg, args)
 
 
 def run_sweep(cfg, args) -> int:
@@ -152,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print one command per run (cluster / wandb agent) instead of running them")
     sweep.add_argument("--table-only", action="store_true", help="only (re)build the table from finished runs")
     sweep.set_defaults(handler=run_sweep, saves_config=False)
+
+    rl = commands.add_parser("rl", parents=[common],
+                             help="prompt enhancer: SFT warm start, TRL GRPO, held-out evaluation (rl.* in the config)")
+    rl.add_argument("--stage", choices=("all", "sft", "grpo", "evaluate"), default="all",
+                    help="one stage only (default: all; finished stages are skipped)")
+    rl.add_argument("--fresh", action="store_true", help="ignore finished stages and checkpoints of this run")
+    rl.set_defaults(handler=run_rl, saves_config=True)
 
     export = commands.add_parser("export", parents=[common],
                                  help="consolidate a checkpoint (DeepSpeed dir or .ckpt) into DiT safetensors")

@@ -29,6 +29,7 @@ from models.dit_config import PRESETS, DiTConfig, preset_config
 from models.flow_matching import FlowMatchingConfig
 from models.text_encoders import TextConfig
 from models.visual import VisualConfig
+from rl.config import RLConfig
 
 # (field name relative to its section, human-readable problem)
 Problem = tuple[str, str]
@@ -279,6 +280,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
 
 
 def check_config(config: Config) -> list[tuple[str, str]]:

@@ -1,0 +1,77 @@
+"""Reference-image attributes for the prompt enhancer, behind one interface.
+
+`AttributeSource.__call__(image) -> list[str]` gives short attribute phrases ("short black hair"). On
+SynthAvatar they come from the clip's ground-truth identity (`ground_truth_attributes`); on real data a
+vision-language model loaded from a local directory describes the reference frame
+(`VisionLanguageAttributes`). Trade-off: a VLM's free text is split on commas/semicolons, so its
+phrases are less regular than ground truth; the visual-relevance reward only needs their words.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+VLM_QUESTION = ("List the visible attributes of the person and the background in this image as short "
+                "comma-separated phrases (skin, hair, clothing, background).")
+
+
+class AttributeSource(Protocol):
+    def __call__(self, image) -> list[str]: ...
+
+
+def ground_truth_attributes(identity: dict) -> list[str]:
+    """SynthAvatar identity -> phrases: skin, hair, eyes, top, background (the background last)."""
+    n = identity["names"]
+    hair = {"short": f"short {n['hair']} hair", "long": f"long {n['hair']} hair", "bun": f"{n['hair']} hair in a bun",
+            "buzz": f"a {n['hair']} buzz cut", "curly": f"curly {n['hair']} hair"}[identity["hair_style"]]
+    sleeves = "long-sleeved" if identity["long_sleeves"] else "short-sleeved"
+    top = {"plain": "shirt", "striped": "striped shirt", "collared": "collared shirt",
+           "v-neck": "v-neck top"}[identity["clothes_style"]]
+    bg = identity["background"]
+    wall = {"plain": f"a plain {n['bg_a']} wall", "gradient": f"a {n['bg_a']} to {n['bg_b']} gradient wall"}.get(
+        bg, f"a {dict(stripes='striped', checker='checkered', dots='polka-dot').get(bg, bg)} {n['bg_a']} and {n['bg_b']} wall")
+    return [f"{n['skin']} skin", hair, f"{n['eyes']} eyes", f"a {sleeves} {n['clothes']} {top}", wall]
+
+
+class GroundTruthAttributes:
+    """SynthAvatar: `image` is the clip spec's identity dict."""
+
+    def __call__(self, identity: dict) -> list[str]:
+        return ground_truth_attributes(identity)
+
+
+class VisionLanguageAttributes:
+    """A local image-text-to-text model (e.g. a Qwen2.5-VL / SmolVLM directory) asked for attributes."""
+
+    def __init__(self, path: str | Path, max_new_tokens: int = 64):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        directory = Path(path)
+        if not (directory / "config.json").is_file():
+            raise FileNotFoundError(f"vision-language model: {directory / 'config.json'} not found "
+                                    "(rl.vlm_path must be a local HF model directory)")
+        try:
+            self.processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
+            self.model = AutoModelForImageTextToText.from_pretrained(directory, local_files_only=True).eval()
+        except (OSError, ValueError) as error:
+            raise OSError(f"vision-language model: cannot load {directory}: {error}") from error
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, image: np.ndarray) -> list[str]:
+        """image (H, W, 3) uint8 -> attribute phrases."""
+        import torch
+        from PIL import Image
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VLM_QUESTION}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = self.processor(text=text, images=[Image.fromarray(image)], return_tensors="pt")
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        answer = self.processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return split_attribute_text(answer)
+
+
+def split_attribute_text(answer: str) -> list[str]:
+    """'short black hair, red shirt; a plain wall.' -> ['short black hair', 'red shirt', 'a plain wall']."""
+    parts = [p.strip(" .\n\t-*") for chunk in answer.split(";") for p in chunk.split(",")]
+    return [p for p in parts if p]

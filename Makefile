@@ -1,5 +1,5 @@
 # ActSync developer entry points.  On a fresh machine: `make demo`, `make test`.
-.PHONY: setup test demo clean
+.PHONY: setup test demo rl clean
 
 PYTHON ?= python3
 VENV := .venv
@@ -26,6 +26,10 @@ demo: setup
 	$(PY) main.py fit -e demo --resume auto
 	$(PY) main.py generate -e demo --split test --out runs/demo/generate/test
 	$(PY) main.py evaluate -e demo --videos runs/demo/generate/test --with-ground-truth
+
+# The prompt enhancer (rl/, about 35 min on 2 cores): SmolLM2 SFT warm start, TRL GRPO, held-out table.
+rl: setup
+	$(PY) main.py rl -e configs/rl/smollm2.yaml
 
 # Removes generated data and run outputs (not the virtualenv).
 clean:

@@ -21,10 +21,8 @@ from rl.attributes import ground_truth_attributes
 from rl.lexicon import ACTION_HINTS, ACTION_PART, body_parts
 from rl.timing import AudioTiming, audio_timing
 
-SYSTEM_PROMPT = ("You write structured prompts for a talking-avatar video model. Answer with one line "
-                 "'Base: ...' describing the person, clothes, background and manner, then one line per "
-                 "action: 'Phase-k [start-end]: ...' with times in seconds inside the audio, in order, not "
-                 "overlapping, placed on the speech. Describe each action with a concrete motion and body part.")
+SYSTEM_PROMPT = ("Write a structured prompt: 'Base: ...' (person, clothes, background, manner), then one "
+                 "'Phase-k [start-end]: ...' line per action, on the speech, with a motion and a body part.")
 SHORT_TEMPLATES = {"train": ("{mood} talk with {hints}", "a {mood} speaker: {hints}", "{hints}, {mood} tone"),
                    "test": ("make a {mood} presenter do {hints}",)}
 

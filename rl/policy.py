@@ -56,7 +56,11 @@ def convert_smollm2(cache_dir: str | Path = "cache/rl") -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = type(loaded)(loaded.config)
+        config = loaded.config
+        # the weights are dequantised fp32 now; a leftover GGUF quantization_config makes trainers refuse them
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = type(loaded)(config)
         model.load_state_dict(loaded.state_dict())
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -12,7 +12,7 @@ log-probability for fluency), so the functions stay pure and tests can pass stub
 - faithfulness: every requested action appears, in its own phase, in the requested order;
 - fluency: the frozen reference LM's mean token log-probability, squashed to [0, 1];
 - anti_degeneration: length bounds, n-gram repetition, empty or duplicate phases, one phase spanning
-  the whole clip although the audio has pauses.
+  the whole clip although the audio has pauses, a pasted attribute list as the base block.
 Invalid completions get 0 from every content reward, so format is never traded away.
 Trade-off: lexicon rewards are easy to hack alone (notes: 'climbs climbs climbs' in 20 steps); the
 specificity cap on repeated verbs, anti_degeneration and fluency are the counterweights, tested below.
@@ -173,6 +173,8 @@ def anti_degeneration_reward(completion: str, ex: EnhancerExample, tools: Reward
         score *= 0.3                                    # the same phase twice
     if ex.timing.pauses and any(p.end - p.start >= 0.9 * ex.duration for p in prompt.phases) and len(ex.actions) > 1:
         score *= 0.3                                    # one phase over everything though several are asked
+    if _listiness(prompt.base):
+        score *= 0.3                                    # the attribute list pasted as the base block
     return score
 
 

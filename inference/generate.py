@@ -35,6 +35,21 @@ ATTENTION_T = 0.5  # the fixed timestep of the attention pass
 ATTENTION_SEED_OFFSET = 1_000_003  # attention-pass noise seed = clip seed + this
 
 
+@torch.no_grad()
+def sample_latents(model, encoder, batch: dict, num_frames: int, seeds: list[int], cfg):
+    """The one sampling sequence (generation and validation samples): conditions encoded as in training,
+    noise seeded per clip, the configured sampler and guidance, latent frame 0 = the reference.
+    -> latents (B, C, F, h, w), the conditions used, the number of modelled frames T'."""
+    first, cond, kept = encoder.prepare_inference(batch, num_frames)
+    F = encoder.codec.num_latent_frames(kept)
+    noise = torch.stack([torch.randn((first.shape[1], F) + tuple(first.shape[3:]),
+                                     generator=torch.Generator().manual_seed(seed)) for seed in seeds])
+    s = cfg.sample
+    latents = sample(model, noise.to(first), cond, steps=s.steps, solver=s.solver, shift=cfg.train.flow.shift,
+                     text_scale=s.text_scale, audio_scale=s.audio_scale, first_frame=first)
+    return latents, cond, kept
+
+
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """(B, 3, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3)."""
     frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -62,15 +77,7 @@ class Generator:
     @torch.no_grad()
     def latents(self, batch: dict, num_frames: int, seeds: list[int]) -> tuple[torch.Tensor, dict, int]:
         """Sampled latents (B, C, F, h, w), the conditions used, and the number of modelled frames T'."""
-        first, cond, kept = self.encoder.prepare_inference(batch, num_frames)
-        F = self.codec.num_latent_frames(kept)
-        noise = torch.stack([torch.randn((first.shape[1], F) + first.shape[3:],
-                                         generator=torch.Generator().manual_seed(seed)) for seed in seeds])
-        s = self.cfg.sample
-        latents = sample(self.model, noise.to(first), cond, steps=s.steps, solver=s.solver,
-                         shift=self.cfg.train.flow.shift, text_scale=s.text_scale, audio_scale=s.audio_scale,
-                         first_frame=first)
-        return latents, cond, kept
+        return sample_latents(self.model, self.encoder, batch, num_frames, seeds, self.cfg)
 
     @torch.no_grad()
     def generate(self, batch: dict, num_frames: int, seeds: list[int]) -> "Generated":

@@ -63,6 +63,15 @@ def _logits(q, k, t, ks, ke, valid, w2, scale2, MODE: tl.constexpr, PREC: tl.con
 
 
 @triton.jit
+def _query_tile(H, Lq, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A query-tile program's indices: grid (query tiles, B * H)."""
+    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    return pid_m, pid_bh, pid_bh // H, pid_bh % H, offs_m, offs_d, offs_m < Lq, offs_d < D
+
+
+@triton.jit
 def _load_rows(ptr, offs, ok, offs_d, d_ok, stride_l, stride_d, UPCAST: tl.constexpr):
     x = tl.load(ptr + offs[:, None] * stride_l + offs_d[None, :] * stride_d,
                 mask=ok[:, None] & d_ok[None, :], other=0.0)
@@ -86,11 +95,7 @@ def _fwd_kernel(Q, K, V, O, LSE, QT, KS, KE, KV, W,
                 H, Lq, Lk, D, scale2,
                 MODE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 UPCAST: tl.constexpr, PREC: tl.constexpr):
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
-    b, h = pid_bh // H, pid_bh % H
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok, d_ok = offs_m < Lq, offs_d < D
+    pid_m, pid_bh, b, h, offs_m, offs_d, m_ok, d_ok = _query_tile(H, Lq, D, BLOCK_M, BLOCK_D)
     q = _load_rows(Q + b * sqb + h * sqh, offs_m, m_ok, offs_d, d_ok, sqm, sqd, UPCAST)
     t = tl.load(QT + b * Lq + offs_m, mask=m_ok, other=0.0)
     w2 = 0.0
@@ -125,11 +130,7 @@ def _fwd_kernel(Q, K, V, O, LSE, QT, KS, KE, KV, W,
 def _delta_kernel(O, DO, DELTA, sob, soh, som, sod, sdb, sdh, sdm, sdd, H, Lq, D,
                   BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """delta = rowsum(dO * O) in fp32: the softmax backward's per-row correction."""
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
-    b, h = pid_bh // H, pid_bh % H
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok, d_ok = offs_m < Lq, offs_d < D
+    pid_m, pid_bh, b, h, offs_m, offs_d, m_ok, d_ok = _query_tile(H, Lq, D, BLOCK_M, BLOCK_D)
     o = _load_rows(O + b * sob + h * soh, offs_m, m_ok, offs_d, d_ok, som, sod, True)
     do = _load_rows(DO + b * sdb + h * sdh, offs_m, m_ok, offs_d, d_ok, sdm, sdd, True)
     tl.store(DELTA + pid_bh * Lq + offs_m, tl.sum(o * do, 1), mask=m_ok)
@@ -188,11 +189,7 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, QT, KS, KE, KV, W, DQ, DW,
                MODE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                UPCAST: tl.constexpr, PREC: tl.constexpr):
     """One query tile: dQ = Σ_k dS K · scale; in text mode also Σ dS over in-window logits -> DW[b, h, m]."""
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
-    b, h = pid_bh // H, pid_bh % H
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok, d_ok = offs_m < Lq, offs_d < D
+    pid_m, pid_bh, b, h, offs_m, offs_d, m_ok, d_ok = _query_tile(H, Lq, D, BLOCK_M, BLOCK_D)
     q = _load_rows(Q + b * sqb + h * sqh, offs_m, m_ok, offs_d, d_ok, sqm, sqd, UPCAST)
     do = _load_rows(DO + b * sdb + h * sdh, offs_m, m_ok, offs_d, d_ok, sdm, sdd, UPCAST)
     t = tl.load(QT + b * Lq + offs_m, mask=m_ok, other=0.0)

@@ -14,8 +14,7 @@ import torch
 
 from datamodules.synth_avatar import SynthAvatarDataset, collate
 from evaluation.video_io import write_video
-from inference.generate import to_uint8_frames
-from models.sampling import sample
+from inference.generate import sample_latents, to_uint8_frames
 
 
 class SampleVideos(L.Callback):
@@ -53,13 +52,8 @@ class SampleVideos(L.Callback):
         try:
             batch = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             num_frames = batch["video"].shape[1]
-            first, cond, kept = encoder.prepare_inference(batch, num_frames)
-            F = encoder.codec.num_latent_frames(kept)
-            generator = torch.Generator().manual_seed(cfg.sample.seed)
-            noise = torch.randn((first.shape[0], first.shape[1], F) + tuple(first.shape[3:]), generator=generator)
-            latents = sample(model, noise.to(first), cond, steps=cfg.sample.steps, solver=cfg.sample.solver,
-                             shift=cfg.train.flow.shift, text_scale=cfg.sample.text_scale,
-                             audio_scale=cfg.sample.audio_scale, first_frame=first)
+            seeds = [cfg.sample.seed + i for i in range(batch["video"].shape[0])]
+            latents, _, _ = sample_latents(model, encoder, batch, num_frames, seeds, cfg)
             return to_uint8_frames(encoder.codec.decode(latents))
         finally:
             if backup is not None:

@@ -63,6 +63,15 @@ def _logits(q, k, t, ks, ke, valid, w2, scale2, MODE: tl.constexpr, PREC: tl.con
 
 
 @triton.jit
+def _head_weight_log2(W, h, MODE: tl.constexpr):
+    """log2(e) * w_h in text mode (logits are base 2), else 0."""
+    w2 = 0.0
+    if MODE == 1:
+        w2 = tl.load(W + h).to(tl.float32) * 1.4426950408889634
+    return w2
+
+
+@triton.jit
 def _query_tile(H, Lq, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """A query-tile program's indices: grid (query tiles, B * H)."""
     pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
@@ -98,9 +107,7 @@ def _fwd_kernel(Q, K, V, O, LSE, QT, KS, KE, KV, W,
     pid_m, pid_bh, b, h, offs_m, offs_d, m_ok, d_ok = _query_tile(H, Lq, D, BLOCK_M, BLOCK_D)
     q = _load_rows(Q + b * sqb + h * sqh, offs_m, m_ok, offs_d, d_ok, sqm, sqd, UPCAST)
     t = tl.load(QT + b * Lq + offs_m, mask=m_ok, other=0.0)
-    w2 = 0.0
-    if MODE == 1:
-        w2 = tl.load(W + h).to(tl.float32) * 1.4426950408889634
+    w2 = _head_weight_log2(W, h, MODE)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -152,9 +159,7 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, QT, KS, KE, KV, W, DK, DV,
     n_ok, ks, ke, valid = _load_keys(KS, KE, KV, b, offs_n, Lk)
     k = _load_rows(K + b * skb + h * skh, offs_n, n_ok, offs_d, d_ok, skn, skd, UPCAST)
     v = _load_rows(V + b * svb + h * svh, offs_n, n_ok, offs_d, d_ok, svn, svd, UPCAST)
-    w2 = 0.0
-    if MODE == 1:
-        w2 = tl.load(W + h).to(tl.float32) * 1.4426950408889634
+    w2 = _head_weight_log2(W, h, MODE)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     m_lo = pid_s * rows_per_split
@@ -195,9 +200,7 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, QT, KS, KE, KV, W, DQ, DW,
     t = tl.load(QT + b * Lq + offs_m, mask=m_ok, other=0.0)
     lse = tl.load(LSE + pid_bh * Lq + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + pid_bh * Lq + offs_m, mask=m_ok, other=0.0)
-    w2 = 0.0
-    if MODE == 1:
-        w2 = tl.load(W + h).to(tl.float32) * 1.4426950408889634
+    w2 = _head_weight_log2(W, h, MODE)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     dw = tl.zeros([BLOCK_M], tl.float32)
     for start_n in range(0, Lk, BLOCK_N):

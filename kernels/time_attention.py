@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from models.attention import TimeBias
+from models.attention import TimeBias, attention_probs
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MODES = {None: 0, "text": 1, "audio": 2}
@@ -32,13 +32,8 @@ def reference_time_attention(q, k, v, time_bias: TimeBias | None = None, key_mas
     q (B, H, Lq, D), k/v (B, H, Lk, D), key_mask (B, Lk) bool (True = attend). compute_dtype defaults to
     fp32 (fp64 for fp64 inputs); pass q.dtype to measure what plain torch maths loses in that dtype."""
     dtype = compute_dtype or torch.promote_types(q.dtype, torch.float32)
-    logits = q.to(dtype) @ k.to(dtype).transpose(-1, -2) / q.shape[-1] ** 0.5       # (B, H, Lq, Lk)
-    if time_bias is not None:
-        logits = logits + time_bias.materialise(dtype)
-    if key_mask is not None:
-        logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-    empty = torch.isneginf(logits).all(-1, keepdim=True)                            # (B, H, Lq, 1)
-    probs = torch.softmax(logits.masked_fill(empty, 0.0), -1).masked_fill(empty, 0.0)
+    bias = None if time_bias is None else time_bias.materialise(dtype)
+    probs = attention_probs(q, k, bias, key_mask, compute_dtype=dtype)             # (B, H, Lq, Lk)
     return (probs @ v.to(dtype)).to(q.dtype)
 
 

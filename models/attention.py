@@ -53,10 +53,11 @@ def _zero_empty_rows(out, mask):
     return out.masked_fill(empty, 0.0) if empty.any() else out
 
 
-def attention_probs(q, k, bias=None, key_mask=None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) in fp32 (fp64 for fp64 inputs): (B, H, Lq, Lk); rows without a valid
-    key are 0. For the few places that need the probabilities themselves (losses, attention maps)."""
-    dtype = torch.promote_types(q.dtype, torch.float32)
+def attention_probs(q, k, bias=None, key_mask=None, compute_dtype=None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) in fp32 (fp64 for fp64 inputs, or `compute_dtype`): (B, H, Lq, Lk);
+    rows without a valid key are 0. For the few places that need the probabilities themselves (losses,
+    attention maps, the kernels' reference)."""
+    dtype = compute_dtype or torch.promote_types(q.dtype, torch.float32)
     mask = _additive_mask(bias, key_mask, dtype)
     logits = q.to(dtype) @ k.to(dtype).transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, Lq, Lk)
     if mask is None:

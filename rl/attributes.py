@@ -23,16 +23,12 @@ class AttributeSource(Protocol):
 
 def ground_truth_attributes(identity: dict) -> list[str]:
     """SynthAvatar identity -> phrases: skin, hair, eyes, top, background (the background last)."""
+    from synthavatar.identity import BACKGROUND_PATTERNS, hair_phrase, top_phrase
     n = identity["names"]
-    hair = {"short": f"short {n['hair']} hair", "long": f"long {n['hair']} hair", "bun": f"{n['hair']} hair in a bun",
-            "buzz": f"a {n['hair']} buzz cut", "curly": f"curly {n['hair']} hair"}[identity["hair_style"]]
-    sleeves = "long-sleeved" if identity["long_sleeves"] else "short-sleeved"
-    top = {"plain": "shirt", "striped": "striped shirt", "collared": "collared shirt",
-           "v-neck": "v-neck top"}[identity["clothes_style"]]
     bg = identity["background"]
     wall = {"plain": f"a plain {n['bg_a']} wall", "gradient": f"a {n['bg_a']} to {n['bg_b']} gradient wall"}.get(
-        bg, f"a {dict(stripes='striped', checker='checkered', dots='polka-dot').get(bg, bg)} {n['bg_a']} and {n['bg_b']} wall")
-    return [f"{n['skin']} skin", hair, f"{n['eyes']} eyes", f"a {sleeves} {n['clothes']} {top}", wall]
+        bg, f"a {BACKGROUND_PATTERNS.get(bg, bg)} {n['bg_a']} and {n['bg_b']} wall")
+    return [f"{n['skin']} skin", hair_phrase(identity), f"{n['eyes']} eyes", f"a {top_phrase(identity)}", wall]
 
 
 class GroundTruthAttributes:

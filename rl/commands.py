@@ -37,7 +37,7 @@ def cmd_rl(cfg, args) -> dict:
 
     from rl.evaluate import generate, summarise, write_report
     from rl.policy import policy_dir
-    from rl.rewards import REWARDS
+    from rl.rewards import reward_weights
     from rl.scorers import build_tools
     from rl.train import run_grpo, run_sft
     rl = cfg.rl
@@ -51,9 +51,10 @@ def cmd_rl(cfg, args) -> dict:
     held_out = cached_examples("test", rl.num_eval, rl.duration, rl.seed)
     init = policy_dir(rl, corpus_fn=lambda: _corpus(train), cache_dir=CACHE)
     wall["examples_and_policy_s"] = time.time() - t0
-    tools = build_tools(init)
     sft_final, grpo_final = run_dir / "sft" / "final", run_dir / "grpo" / "final"
     stages = ("sft", "grpo", "evaluate") if args.stage == "all" else (args.stage,)
+    needs_tools = "evaluate" in stages or ("grpo" in stages and not (grpo_final.is_dir() and resume))
+    tools = build_tools(init) if needs_tools else None  # MiniLM + the frozen LM: only GRPO and evaluation
     if "sft" in stages and not (sft_final.is_dir() and resume):
         t = time.time()
         run_sft(rl, init, train, run_dir / "sft", resume)
@@ -64,7 +65,7 @@ def cmd_rl(cfg, args) -> dict:
         wall["grpo_s"] = time.time() - t
     if "evaluate" not in stages:
         return {"wall": wall}
-    weights = {n: float(getattr(rl.weights, n)) for n in REWARDS}
+    weights = reward_weights(rl)
     rows = {"template (rule-based)": summarise([template_enhance(e) for e in held_out], held_out, tools, weights)}
     t = time.time()
     for name, directory in (("initial policy", init), ("SFT", sft_final), ("SFT + GRPO", grpo_final)):

@@ -183,6 +183,11 @@ def score(completion: str, ex: EnhancerExample, tools: RewardTools, names=None) 
     return {name: float(REWARDS[name](completion, ex, tools)) for name in (names or REWARDS)}
 
 
+def reward_weights(rl_cfg) -> dict[str, float]:
+    """{reward name: weight} from the config's rl.weights section."""
+    return {name: float(getattr(rl_cfg.weights, name)) for name in REWARDS}
+
+
 def weighted_total(scores: dict[str, float], weights: dict[str, float]) -> float:
     total = sum(weights.get(n, 0.0) for n in scores)
     return sum(v * weights.get(n, 0.0) for n, v in scores.items()) / total if total else 0.0

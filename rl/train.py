@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from rl.examples import EnhancerExample, chat_prompt, template_enhance
-from rl.rewards import REWARDS, RewardTools
+from rl.rewards import REWARDS, RewardTools, reward_weights
 
 
 @lru_cache(maxsize=8192)
@@ -93,7 +93,7 @@ def run_grpo(cfg, start_dir: Path, examples: list[EnhancerExample], out: Path, t
     from trl import GRPOConfig, GRPOTrainer
 
     from rl.policy import load_policy
-    weights = {n: float(getattr(cfg.weights, n)) for n in REWARDS}
+    weights = reward_weights(cfg)
     names = [n for n in REWARDS if weights[n] > 0]
     model, tokenizer = load_policy(start_dir)
     rows = [{"prompt": chat_prompt(e), "example": e.to_json()} for e in examples]

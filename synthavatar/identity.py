@@ -96,16 +96,28 @@ def identity_vector(identity: dict) -> np.ndarray:
 IDENTITY_DIM = len(identity_vector(sample_identity(np.random.default_rng(0))))
 
 
-def describe_identity(identity: dict) -> str:
-    """One sentence naming the identity, used as the first sentence of the prompt's base block."""
-    n = identity["names"]
-    hair = {"short": f"short {n['hair']} hair", "long": f"long {n['hair']} hair",
-            "bun": f"{n['hair']} hair in a bun", "buzz": f"a {n['hair']} buzz cut",
-            "curly": f"curly {n['hair']} hair"}[identity["hair_style"]]
+BACKGROUND_PATTERNS = {"stripes": "striped", "checker": "checkered", "dots": "polka-dot"}
+
+
+def hair_phrase(identity: dict) -> str:
+    """'short black hair', 'a brown buzz cut', ... (prompts and the RL enhancer's attributes)."""
+    c = identity["names"]["hair"]
+    return {"short": f"short {c} hair", "long": f"long {c} hair", "bun": f"{c} hair in a bun",
+            "buzz": f"a {c} buzz cut", "curly": f"curly {c} hair"}[identity["hair_style"]]
+
+
+def top_phrase(identity: dict) -> str:
+    """'long-sleeved red striped shirt', ... (without an article)."""
     sleeves = "long-sleeved" if identity["long_sleeves"] else "short-sleeved"
     top = {"plain": "shirt", "striped": "striped shirt", "collared": "collared shirt",
            "v-neck": "v-neck top"}[identity["clothes_style"]]
-    return f"A person with {n['skin']} skin and {hair}, wearing a {sleeves} {n['clothes']} {top}."
+    return f"{sleeves} {identity['names']['clothes']} {top}"
+
+
+def describe_identity(identity: dict) -> str:
+    """One sentence naming the identity, used as the first sentence of the prompt's base block."""
+    n = identity["names"]
+    return f"A person with {n['skin']} skin and {hair_phrase(identity)}, wearing a {top_phrase(identity)}."
 
 
 def describe_scene(identity: dict) -> str:
@@ -115,5 +127,5 @@ def describe_scene(identity: dict) -> str:
         return f"They stand in front of a plain {n['bg_a']} wall."
     if bg == "gradient":
         return f"They stand in front of a wall fading from {n['bg_a']} to {n['bg_b']}."
-    pattern = {"stripes": "striped", "checker": "checkered", "dots": "polka-dot"}[bg]
+    pattern = BACKGROUND_PATTERNS[bg]
     return f"They stand in front of a {pattern} {n['bg_a']} and {n['bg_b']} wall."

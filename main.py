@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rl = commands.add_parser("rl", parents=[common],
                              help="prompt enhancer: SFT warm start, TRL GRPO, held-out evaluation (rl.* in the config)")
-    rl.add_argument("--stage", choices=("all", "sft", "grpo", "evaluate"), default="all",
+    rl.add_argument("--stage", choices=("all", "sft", "grpo", "evaluate", "downstream"), default="all",
                     help="one stage only (default: all; finished stages are skipped)")
     rl.add_argument("--fresh", action="store_true", help="ignore finished stages and checkpoints of this run")
     rl.set_defaults(handler=run_rl, saves_config=True)

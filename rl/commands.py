@@ -2,9 +2,11 @@
 
     python main.py rl -e configs/rl/smollm2.yaml                  # everything (resumes / skips finished)
     python main.py rl -e configs/rl/smollm2.yaml --stage evaluate # only the held-out table
+    python main.py rl -e configs/rl/smollm2.yaml --stage downstream rl.generator=runs/demo/fit
 
 Outputs under runs/<run.name>/rl/: sft/ and grpo/ (checkpoints, final/, log_history.json), eval.md and
-eval.json (validity and reward means per enhancer, wall times, machine).
+eval.json (validity and reward means per enhancer, wall times, machine); with rl.generator set, also
+downstream/ (videos per prompt condition, prompts.jsonl, downstream.md/json: rl/downstream.py).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def cmd_rl(cfg, args) -> dict:
     init = policy_dir(rl, corpus_fn=lambda: _corpus(train), cache_dir=CACHE)
     wall["examples_and_policy_s"] = time.time() - t0
     sft_final, grpo_final = run_dir / "sft" / "final", run_dir / "grpo" / "final"
-    stages = ("sft", "grpo", "evaluate") if args.stage == "all" else (args.stage,)
+    stages = ("sft", "grpo", "evaluate", "downstream") if args.stage == "all" else (args.stage,)
     needs_tools = "evaluate" in stages or ("grpo" in stages and not (grpo_final.is_dir() and resume))
     tools = build_tools(init) if needs_tools else None  # MiniLM + the frozen LM: only GRPO and evaluation
     if "sft" in stages and not (sft_final.is_dir() and resume):
@@ -63,6 +65,8 @@ def cmd_rl(cfg, args) -> dict:
         t = time.time()
         run_grpo(rl, sft_final if sft_final.is_dir() else init, train, run_dir / "grpo", tools, resume)
         wall["grpo_s"] = time.time() - t
+    if "downstream" in stages:
+        wall.update(_downstream(rl, run_dir, {"SFT": sft_final, "SFT + GRPO": grpo_final}, explicit=args.stage != "all"))
     if "evaluate" not in stages:
         return {"wall": wall}
     weights = reward_weights(rl)
@@ -81,3 +85,20 @@ def cmd_rl(cfg, args) -> dict:
     print(text)
     print("wall time (s):", {k: round(v, 1) for k, v in wall.items()})
     return {"rows": rows, "wall": wall}
+
+
+def _downstream(rl, run_dir: Path, policies: dict[str, Path], explicit: bool) -> dict[str, float]:
+    """The downstream H@S table when rl.generator names a trained generator (rl/downstream.py)."""
+    from configs.loader import ConfigError
+    from rl.downstream import downstream_table
+    if not rl.generator:
+        if explicit:
+            raise ConfigError("rl: --stage downstream needs rl.generator=<a generator's fit dir, e.g. runs/demo/fit>")
+        print("rl: downstream table skipped (set rl.generator to a trained generator's fit dir, e.g. runs/demo/fit)")
+        return {}
+    found = {name: d for name, d in policies.items() if Path(d).is_dir()}
+    if not found:
+        raise ConfigError(f"rl: no trained policy under {run_dir} for the downstream table (run the sft/grpo stages)")
+    t = time.time()
+    print(downstream_table(rl, found, run_dir / "downstream"))
+    return {"downstream_s": time.time() - t}

@@ -51,6 +51,8 @@ class RLConfig:
     eval_max_new_tokens: int = 128
     threads: int = 0  # torch threads; 0 = leave torch's default
     report_to: str = "wandb"  # wandb (offline unless WANDB_MODE says otherwise) | none
+    generator: str = ""  # a trained generator's fit dir (runs/<name>/fit): downstream H@S table; "" = skip
+    downstream_clips: int = 16  # held-out clips of the generator's test split in that table
     weights: RewardWeights = field(default_factory=RewardWeights)
 
     def check(self) -> list[tuple[str, str]]:
@@ -63,7 +65,7 @@ class RLConfig:
         if self.attributes == "vlm" and not self.vlm_path:
             problems.append(("vlm_path", "attributes=vlm needs the directory of a local vision-language model"))
         for name in ("num_train", "num_eval", "sft_batch", "num_generations", "prompts_per_step",
-                     "max_completion_length", "eval_max_new_tokens", "save_steps", "duration"):
+                     "max_completion_length", "eval_max_new_tokens", "save_steps", "duration", "downstream_clips"):
             if not getattr(self, name) > 0:
                 problems.append((name, f"must be > 0 (got {getattr(self, name)})"))
         for name in ("sft_steps", "grpo_steps", "beta", "threads"):

@@ -60,7 +60,7 @@ def chat_prompt(ex: EnhancerExample) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_message(ex)}]
 
 
-def _short_prompt(rng, split: str, mood: str, actions: list[str]) -> str:
+def short_prompt(rng, split: str, mood: str, actions: list[str]) -> str:
     hints = [ACTION_HINTS[a][0 if split == "train" else 1] for a in actions]
     joined = hints[0] if len(hints) == 1 else ", then ".join([", ".join(hints[:-1]), hints[-1]])
     templates = SHORT_TEMPLATES["train" if split == "train" else "test"]
@@ -82,7 +82,7 @@ def synthavatar_examples(split: str, count: int, duration: float = 4.0, seed: in
         wave = audio.synthesize(audio.AudioSchedule.from_dict(spec["audio"]), seed=spec["audio_seed"])
         actions = [p["action"] for p in spec["phases"]]
         rng = np.random.default_rng(seq.spawn(1)[0])
-        examples.append(EnhancerExample(f"{split}-{i:05d}", _short_prompt(rng, split, spec["mood"], actions),
+        examples.append(EnhancerExample(f"{split}-{i:05d}", short_prompt(rng, split, spec["mood"], actions),
                                         ground_truth_attributes(spec["identity"]), spec["mood"], actions,
                                         audio_timing(wave, audio.SAMPLE_RATE)))
     return examples

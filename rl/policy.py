@@ -18,6 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from common.local_models import load_local, local_model_dir
+
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -99,10 +101,7 @@ def policy_dir(cfg, corpus_fn=None, cache_dir: str | Path = "cache/rl") -> Path:
     if cfg.policy == "smollm2":
         return convert_smollm2(cache_dir)
     if cfg.policy == "local":
-        path = Path(cfg.policy_path)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"rl.policy_path: {path / 'config.json'} not found (need a local HF causal LM)")
-        return path
+        return local_model_dir(cfg.policy_path, "RL policy (a local instruct causal LM)", "rl.policy_path")
     return build_tiny_policy(Path(cache_dir) / f"tiny-qwen2-seed{cfg.seed}", corpus_fn())
 
 
@@ -110,11 +109,8 @@ def load_policy(directory: str | Path):
     """(model, tokenizer) from a local directory; left padding (generation), pad token set."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     directory = Path(directory)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise OSError(f"policy: cannot load a causal LM from {directory}: {error}") from error
+    tokenizer = load_local(directory, "RL policy", AutoTokenizer.from_pretrained, "tokenizer")
+    model = load_local(directory, "RL policy", AutoModelForCausalLM.from_pretrained, "a causal LM")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

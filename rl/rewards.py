@@ -6,8 +6,8 @@ log-probability for fluency), so the functions stay pure and tests can pass stub
 - format: the completion parses as an ActAvatar structured prompt (synthavatar.prompts.from_text) with
   windows inside the audio, ordered, non-overlapping (0.25 partial credit for the right line shapes);
 - temporal: phase boundaries near speech boundaries / pause centres / emphasis peaks, phases on speech;
-- visual: reference attributes named in the base block, and its embedding similarity to them; a bare
-  copied attribute list (no sentence) is scaled down;
+- visual: reference attributes and the requested speaking manner (mood) named in the base block, and its
+  embedding similarity to the attributes; a bare copied attribute list (no sentence) is scaled down;
 - specificity: each phase names a motion verb and a body part; repeated verbs across phases cost;
 - faithfulness: every requested action appears, in its own phase, in the requested order;
 - fluency: the frozen reference LM's mean token log-probability, squashed to [0, 1];
@@ -101,7 +101,10 @@ def visual_reward(completion: str, ex: EnhancerExample, tools: RewardTools) -> f
     if prompt is None or not ex.attributes:
         return 0.0
     base_words = set(words(prompt.base))
-    named = sum(_content_words(a) <= base_words for a in ex.attributes) / len(ex.attributes)
+    # The manner counts like one more attribute: without it GRPO learned to drop the mood (run A).
+    mood = any(w.startswith(ex.mood) for w in base_words) if ex.mood else None
+    hits = [_content_words(a) <= base_words for a in ex.attributes] + ([] if mood is None else [mood])
+    named = sum(hits) / len(hits)
     score = named
     if tools.embed is not None:
         a, b = tools.embed([prompt.base, "; ".join(ex.attributes)])

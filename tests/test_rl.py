@@ -45,15 +45,17 @@ def test_timing_finds_the_speech_phrases_of_synthavatar_audio():
         audio_timing(np.zeros((2, 100)), 16000)
 
 
-def test_attributes_ground_truth_and_vlm_interface():
+def test_attributes_ground_truth_and_vlm_interface(tmp_path):
     ex = synthavatar_examples("train", 1)[0]
     assert len(ex.attributes) == 5 and ex.attributes[-1].endswith("wall")
     assert ex.attributes == ground_truth_attributes(
         __import__("synthavatar.clip", fromlist=["x"]).sample_clip_spec(
             np.random.SeedSequence([0, 7919, 0, 0]), "train", 4.0)["identity"])
     assert split_attribute_text("short black hair, red shirt; a plain wall.") == ["short black hair", "red shirt", "a plain wall"]
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="vision-language.*/nonexistent/vlm .*rl.vlm_path.* does not exist"):
         VisionLanguageAttributes("/nonexistent/vlm")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'config.json'} is missing"):
+        VisionLanguageAttributes(tmp_path)
 
 
 def test_template_enhancer_is_valid_and_scores_high_on_every_reward():
@@ -86,6 +88,8 @@ def test_visual_reward_counts_attributes_and_uses_the_embedding():
     vague = GOOD.replace(BASE, "Base: A person talks to the camera.")
     assert REWARDS["visual"](GOOD, ex, NO_TOOLS) == 1.0
     assert REWARDS["visual"](vague, ex, NO_TOOLS) == 0.0
+    no_manner = GOOD.replace(" and speaks cheerfully", "")
+    assert REWARDS["visual"](no_manner, ex, NO_TOOLS) == pytest.approx(5 / 6)  # the mood counts as one attribute
     aligned = RewardTools(embed=lambda texts: [[1.0, 0.0]] * len(texts))
     orthogonal = RewardTools(embed=lambda texts: [[1.0, 0.0], [0.0, 1.0]])
     assert REWARDS["visual"](GOOD, ex, aligned) == pytest.approx(1.0)

@@ -262,7 +262,7 @@ def test_pretrained_encoder_normalisation_reads_preprocessor_stats(tmp_path):
 
 def test_pretrained_encoder_missing_path_names_it(tmp_path):
     missing = tmp_path / "no_such_model"
-    with pytest.raises(FileNotFoundError, match="no_such_model.*no such directory"):
+    with pytest.raises(FileNotFoundError, match="no_such_model.*does not exist"):
         PretrainedReferenceEncoder(str(missing))
     missing.mkdir()
     with pytest.raises(FileNotFoundError, match="no_such_model.*config.json"):

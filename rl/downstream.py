@@ -1,0 +1,121 @@
+"""Downstream check of the prompt enhancer: videos a trained generator makes from the user's raw short
+prompt vs from the enhanced structured prompt, scored by the probe (H@S, AA, TC, Sync-C, CSIM, ...).
+
+Clips are the first `rl.downstream_clips` held-out clips of the generator's own SynthAvatar test split,
+so the reference image, the audio and the ground-truth timed actions (what H@S scores against) exist.
+Each clip becomes an EnhancerExample (a short prompt in the held-out wording, ground-truth attributes,
+the librosa timing of the clip's own audio), then one video per prompt condition, everything else equal
+(same reference, audio, noise seeds):
+- raw: the short prompt alone. The structured format needs one phase, so it is the base block and one
+  phase over the whole clip: every frame sees only the user's words, as with a global prompt;
+- every policy asked for (default: SFT + GRPO): its greedy completion, parsed by
+  synthavatar.prompts.from_text; an invalid one falls back to raw (counted in the table);
+- template: the rule-based enhancer (rl/examples.template_enhance);
+- ground truth: the clip's own structured prompt, the ceiling of this generator.
+Trade-off: the numbers describe the generator as much as the enhancer; one that has not learned timed
+actions cannot tell the prompts apart, and the table then says so rather than ranking the enhancers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write_text
+from rl.attributes import ground_truth_attributes
+from rl.examples import EnhancerExample, short_prompt, template_enhance
+from rl.timing import audio_timing
+from synthavatar.prompts import Phase, PromptError, StructuredPrompt, from_text, to_json, validate
+
+RAW, TEMPLATE, TRUTH = "raw short prompt", "template (rule-based)", "ground-truth prompt"
+REPORTED = ("h_at_s", "aa", "tc", "sync_c", "csim", "psnr")
+
+
+def clip_example(clip: dict, name: str, sample_rate: int, seed: int = 0) -> EnhancerExample:
+    """The enhancer's input for one loaded SynthAvatar clip (synthavatar.dataset.load_clip)."""
+    spec = clip["spec"]
+    actions = [p["action"] for p in spec["phases"]]
+    rng = np.random.default_rng([seed, 104_729, int(name.rsplit("_", 1)[-1])])
+    return EnhancerExample(name, short_prompt(rng, "test", spec["mood"], actions),
+                           ground_truth_attributes(spec["identity"]), spec["mood"], actions,
+                           audio_timing(clip["audio"], sample_rate))
+
+
+def raw_prompt(short: str, duration: float) -> dict:
+    """The short prompt as a structured prompt (JSON form): base block + one phase over the whole clip."""
+    return to_json(validate(StructuredPrompt(short, (Phase(0.0, duration, short),)), duration=duration,
+                            source="raw short prompt"))
+
+
+def enhanced_prompt(completion: str, example: EnhancerExample, duration: float) -> dict | None:
+    """A policy's completion as a structured prompt (JSON form) valid for the clip, or None."""
+    try:
+        return to_json(from_text(completion.strip(), duration=duration, source=f"completion for {example.clip}"))
+    except PromptError:
+        return None
+
+
+def condition_prompts(examples: list[EnhancerExample], completions: dict[str, list[str]],
+                      truth: list[dict], duration: float) -> tuple[dict[str, list[dict]], dict[str, float]]:
+    """{condition: one prompt (JSON form) per clip} and {condition: share of valid enhanced prompts}."""
+    raw = [raw_prompt(e.short_prompt, duration) for e in examples]
+    prompts, validity = {RAW: raw}, {RAW: 1.0}
+    for name, texts in completions.items():
+        parsed = [enhanced_prompt(t, e, duration) for t, e in zip(texts, examples)]
+        prompts[name] = [p if p is not None else r for p, r in zip(parsed, raw)]
+        validity[name] = sum(p is not None for p in parsed) / len(parsed)
+    template = [enhanced_prompt(template_enhance(e), e, duration) for e in examples]
+    prompts[TEMPLATE] = [p if p is not None else r for p, r in zip(template, raw)]
+    validity[TEMPLATE] = sum(p is not None for p in template) / len(template)
+    prompts[TRUTH], validity[TRUTH] = truth, 1.0
+    return prompts, validity
+
+
+def generator_config(generator: str | Path):
+    """The typed config a generator's fit directory was trained with (its resolved_config.yaml)."""
+    from configs.loader import ConfigError, load_config
+    path = Path(generator) / "resolved_config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"rl.generator: {generator} is not a fit directory (no resolved_config.yaml); "
+                          "give runs/<run name>/fit of a trained generator")
+    return load_config(path)
+
+
+def downstream_table(rl, policies: dict[str, Path], out_dir: Path, progress: bool = True) -> str:
+    """Generate the clips under every prompt condition with the generator in rl.generator, score them,
+    write out_dir/downstream.{md,json} (+ prompts.jsonl and the videos per condition); returns the table."""
+    from evaluation import metrics
+    from evaluation.commands import evaluate
+    from inference.generate import Generator
+    from inference.split import clip_name, generate_split
+    from rl.evaluate import generate
+    from synthavatar.dataset import ensure_split, load_clip
+
+    cfg = generator_config(rl.generator)
+    paths = ensure_split(cfg.data, "test", progress)[: rl.downstream_clips]
+    clips = [load_clip(p) for p in paths]
+    duration = len(clips[0]["video"]) / float(cfg.data.fps)
+    examples = [clip_example(c, clip_name(i)[:-4], int(cfg.data.sample_rate), rl.seed) for i, c in enumerate(clips)]
+    completions = {name: generate(d, examples, rl.eval_max_new_tokens, progress=progress) for name, d in policies.items()}
+    prompts, validity = condition_prompts(examples, completions, [c["prompt"] for c in clips], duration)
+    generator = Generator(cfg, rl.generator, progress)
+    summaries, rows = {}, {}
+    for k, (name, per_clip) in enumerate(prompts.items()):
+        videos = out_dir / "videos" / f"{k}_{name.split(' ')[0].lower()}"
+        generate_split(cfg, videos, "test", num_clips=len(clips), progress=progress, generator=generator,
+                       prompts=per_clip, side_by_side=False, attention_plot=False)
+        result = evaluate(cfg, "test", videos, progress=progress)
+        summaries[name] = {m: result["summary"][m] for m in REPORTED} | {"valid prompts": validity[name]}
+        rows[name] = {"videos": str(videos), "summary": result["summary"], "rows": result["rows"]}
+    lines = [json.dumps({"clip": e.clip, "short_prompt": e.short_prompt} | {n: p[i] for n, p in prompts.items()})
+             for i, e in enumerate(examples)]
+    atomic_write_text(out_dir / "prompts.jsonl", "\n".join(lines) + "\n")
+    title = (f"# Downstream: {len(clips)} held-out clips generated by {rl.generator} from each prompt\n\n"
+             "mean ± std over clips; 'valid prompts' = share of the enhancer's outputs that parsed "
+             "(invalid ones fall back to the raw short prompt)\n\n")
+    text = title + metrics.to_markdown(summaries)
+    report = {"generator": str(rl.generator), "conditions": rows, "validity": validity, "completions": completions}
+    atomic_write_text(out_dir / "downstream.json", json.dumps(report, indent=1))
+    atomic_write_text(out_dir / "downstream.md", text)
+    return text

@@ -9,6 +9,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (`make test`: one worker per core) each worker gets one torch thread: two workers with
+# torch's default of one thread per core oversubscribe the machine, which slows small ops several times.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.cpu_count() and os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, os.cpu_count() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

@@ -18,6 +18,7 @@ actions cannot tell the prompts apart, and the table then says so rather than ra
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,12 @@ RAW, TEMPLATE, TRUTH = "raw short prompt", "template (rule-based)", "ground-trut
 REPORTED = ("h_at_s", "aa", "tc", "sync_c", "csim", "psnr")
 
 
-def clip_example(clip: dict, name: str, sample_rate: int, seed: int = 0) -> EnhancerExample:
-    """The enhancer's input for one loaded SynthAvatar clip (synthavatar.dataset.load_clip)."""
+def clip_example(clip: dict, index: int, sample_rate: int, seed: int = 0) -> EnhancerExample:
+    """The enhancer's input for clip `index` of a split, loaded by synthavatar.dataset.load_clip."""
     spec = clip["spec"]
     actions = [p["action"] for p in spec["phases"]]
-    rng = np.random.default_rng([seed, 104_729, int(name.rsplit("_", 1)[-1])])
-    return EnhancerExample(name, short_prompt(rng, "test", spec["mood"], actions),
+    rng = np.random.default_rng([seed, 104_729, index])
+    return EnhancerExample(f"clip_{index:05d}", short_prompt(rng, "test", spec["mood"], actions),
                            ground_truth_attributes(spec["identity"]), spec["mood"], actions,
                            audio_timing(clip["audio"], sample_rate))
 
@@ -86,9 +87,7 @@ def downstream_table(rl, policies: dict[str, Path], out_dir: Path, progress: boo
     """Generate the clips under every prompt condition with the generator in rl.generator, score them,
     write out_dir/downstream.{md,json} (+ prompts.jsonl and the videos per condition); returns the table."""
     from evaluation import metrics
-    from evaluation.commands import evaluate
     from inference.generate import Generator
-    from inference.split import clip_name, generate_split
     from rl.evaluate import generate
     from synthavatar.dataset import ensure_split, load_clip
 
@@ -96,18 +95,12 @@ def downstream_table(rl, policies: dict[str, Path], out_dir: Path, progress: boo
     paths = ensure_split(cfg.data, "test", progress)[: rl.downstream_clips]
     clips = [load_clip(p) for p in paths]
     duration = len(clips[0]["video"]) / float(cfg.data.fps)
-    examples = [clip_example(c, clip_name(i)[:-4], int(cfg.data.sample_rate), rl.seed) for i, c in enumerate(clips)]
+    examples = [clip_example(c, i, int(cfg.data.sample_rate), rl.seed) for i, c in enumerate(clips)]
     completions = {name: generate(d, examples, rl.eval_max_new_tokens, progress=progress) for name, d in policies.items()}
     prompts, validity = condition_prompts(examples, completions, [c["prompt"] for c in clips], duration)
-    generator = Generator(cfg, rl.generator, progress)
-    summaries, rows = {}, {}
-    for k, (name, per_clip) in enumerate(prompts.items()):
-        videos = out_dir / "videos" / f"{k}_{name.split(' ')[0].lower()}"
-        generate_split(cfg, videos, "test", num_clips=len(clips), progress=progress, generator=generator,
-                       prompts=per_clip, side_by_side=False, attention_plot=False)
-        result = evaluate(cfg, "test", videos, progress=progress)
-        summaries[name] = {m: result["summary"][m] for m in REPORTED} | {"valid prompts": validity[name]}
-        rows[name] = {"videos": str(videos), "summary": result["summary"], "rows": result["rows"]}
+    summaries, rows = _generate_and_score(cfg, Generator(cfg, rl.generator, progress), prompts, out_dir, progress)
+    for name in summaries:
+        summaries[name]["valid prompts"] = validity[name]
     lines = [json.dumps({"clip": e.clip, "short_prompt": e.short_prompt} | {n: p[i] for n, p in prompts.items()})
              for i, e in enumerate(examples)]
     atomic_write_text(out_dir / "prompts.jsonl", "\n".join(lines) + "\n")
@@ -119,3 +112,19 @@ def downstream_table(rl, policies: dict[str, Path], out_dir: Path, progress: boo
     atomic_write_text(out_dir / "downstream.json", json.dumps(report, indent=1))
     atomic_write_text(out_dir / "downstream.md", text)
     return text
+
+
+def _generate_and_score(cfg, generator, prompts: dict[str, list[dict]], out_dir: Path, progress: bool):
+    """One video set per condition under out_dir/videos/<k>_<condition>/, scored by the probe.
+    -> ({condition: the reported metrics}, {condition: videos dir, summary and per-clip rows})."""
+    from evaluation.commands import evaluate
+    from inference.split import generate_split
+    summaries, rows = {}, {}
+    for k, (name, per_clip) in enumerate(prompts.items()):
+        videos = out_dir / "videos" / f"{k}_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}"
+        generate_split(cfg, videos, "test", num_clips=len(per_clip), progress=progress, generator=generator,
+                       prompts=per_clip, side_by_side=False, attention_plot=False)
+        result = evaluate(cfg, "test", videos, progress=progress)
+        summaries[name] = {m: result["summary"][m] for m in REPORTED}
+        rows[name] = {"videos": str(videos), "summary": result["summary"], "rows": result["rows"]}
+    return summaries, rows

@@ -40,8 +40,8 @@ def test_clip_example_reads_the_clip_spec_and_its_audio():
     from synthavatar.clip import sample_clip_spec
     spec = sample_clip_spec(np.random.SeedSequence([0, 2, 0]), "test", 4.0)
     wave = audio.synthesize(audio.AudioSchedule.from_dict(spec["audio"]), seed=spec["audio_seed"])
-    ex = clip_example({"spec": spec, "audio": wave}, "clip_00003", audio.SAMPLE_RATE)
-    assert ex.actions == [p["action"] for p in spec["phases"]] and ex.mood == spec["mood"]
+    ex = clip_example({"spec": spec, "audio": wave}, 3, audio.SAMPLE_RATE)
+    assert ex.clip == "clip_00003" and ex.actions == [p["action"] for p in spec["phases"]] and ex.mood == spec["mood"]
     assert ex.short_prompt.startswith(f"make a {spec['mood']} presenter do")  # the held-out wording
     assert ex.timing.duration == pytest.approx(4.0, abs=0.01) and ex.timing.segments
 
@@ -80,3 +80,19 @@ def test_downstream_table_generates_and_scores_every_condition(tmp_path):
     assert not np.array_equal(videos[TRUTH], videos[RAW])
     lines = [json.loads(line) for line in (tmp_path / "out" / "prompts.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and lines[0][RAW]["base"] == lines[0]["short_prompt"]
+
+
+def test_downstream_without_a_generator_or_policy_says_what_to_set(tmp_path, capsys):
+    from configs.loader import ConfigError, load_config
+    from rl.commands import _downstream
+    from rl.downstream import downstream_table
+    rl = load_config("configs/rl/tiny.yaml").rl
+    with pytest.raises(ConfigError, match="needs rl.generator="):
+        _downstream(rl, tmp_path, {"SFT": tmp_path / "sft"}, explicit=True)
+    assert _downstream(rl, tmp_path, {"SFT": tmp_path / "sft"}, explicit=False) == {}
+    assert "downstream table skipped" in capsys.readouterr().out
+    rl.generator = str(tmp_path)
+    with pytest.raises(ConfigError, match="no trained policy"):
+        _downstream(rl, tmp_path, {"SFT": tmp_path / "sft"}, explicit=True)
+    with pytest.raises(ConfigError, match=f"{tmp_path} is not a fit directory"):
+        downstream_table(rl, {"SFT": tmp_path}, tmp_path / "out", progress=False)

@@ -12,6 +12,8 @@ the librosa timing of the clip's own audio), then one video per prompt condition
   synthavatar.prompts.from_text; an invalid one falls back to raw (counted in the table);
 - template: the rule-based enhancer (rl/examples.template_enhance);
 - ground truth: the clip's own structured prompt, the ceiling of this generator.
+compare/clip_<index>.mp4 tiles the first few clips' videos of every condition and the ground-truth video
+side by side (a labelled header row per panel, the clip's audio), for looking rather than reading.
 Trade-off: the numbers describe the generator as much as the enhancer; one that has not learned timed
 actions cannot tell the prompts apart, and the table then says so rather than ranking the enhancers.
 """
@@ -30,6 +32,8 @@ from rl.timing import audio_timing
 from synthavatar.prompts import Phase, PromptError, StructuredPrompt, from_text, to_json, validate
 
 RAW, TEMPLATE, TRUTH = "raw short prompt", "template (rule-based)", "ground-truth prompt"
+LABELS = {RAW: "raw", TEMPLATE: "template", TRUTH: "GT prompt", "GT video": "GT video"}  # panel headers of the comparison videos
+COMPARE_CLIPS = 4
 REPORTED = ("h_at_s", "aa", "tc", "sync_c", "csim", "psnr")
 
 
@@ -101,6 +105,8 @@ def downstream_table(rl, policies: dict[str, Path], out_dir: Path, progress: boo
     summaries, rows = _generate_and_score(cfg, Generator(cfg, rl.generator, progress), prompts, out_dir, progress)
     for name in summaries:
         summaries[name]["valid prompts"] = validity[name]
+    write_comparisons({name: Path(r["videos"]) for name, r in rows.items()}, clips[:COMPARE_CLIPS],
+                      out_dir / "compare", float(cfg.data.fps), int(cfg.data.sample_rate))
     lines = [json.dumps({"clip": e.clip, "short_prompt": e.short_prompt} | {n: p[i] for n, p in prompts.items()})
              for i, e in enumerate(examples)]
     atomic_write_text(out_dir / "prompts.jsonl", "\n".join(lines) + "\n")
@@ -128,3 +134,31 @@ def _generate_and_score(cfg, generator, prompts: dict[str, list[dict]], out_dir:
         summaries[name] = {m: result["summary"][m] for m in REPORTED}
         rows[name] = {"videos": str(videos), "summary": result["summary"], "rows": result["rows"]}
     return summaries, rows
+
+
+def _label(name: str, width: int, height: int = 12) -> np.ndarray:
+    """A black header strip (height, width, 3) uint8 with the condition's short name in white."""
+    from PIL import Image, ImageDraw
+    image = Image.new("RGB", (width, height))
+    ImageDraw.Draw(image).text((2, 1), LABELS.get(name, name.replace(" ", "")), fill=(255, 255, 255))
+    return np.asarray(image)
+
+
+def write_comparisons(videos: dict[str, Path], clips: list[dict], out_dir: Path, fps: float,
+                      sample_rate: int) -> list[Path]:
+    """compare/clip_<i>.mp4: each condition's clip_<i>.mp4 (read back) | the ground-truth video, with a
+    labelled header row and the clip's audio. -> the written paths."""
+    from evaluation.video_io import read_video, write_video
+    written = []
+    for i, clip in enumerate(clips):
+        name = f"clip_{i:05d}.mp4"
+        panels = {n: read_video(d / name, sample_rate=None).frames for n, d in videos.items()}
+        panels["GT video"] = clip["video"]
+        T, H, W = clip["video"].shape[:3]
+        tiles = [np.concatenate([np.broadcast_to(_label(n, W), (T, 12, W, 3)), f[:T]], axis=1)
+                 for n, f in panels.items()]  # each (T, 12 + H, W, 3)
+        path = out_dir / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_video(path, np.concatenate(tiles, axis=2), fps=fps, audio=clip["audio"], sample_rate=sample_rate)
+        written.append(path)
+    return written

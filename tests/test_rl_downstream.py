@@ -78,6 +78,8 @@ def test_downstream_table_generates_and_scores_every_condition(tmp_path):
     videos = {name: read_video(c["videos"] + "/clip_00000.mp4").frames for name, c in report["conditions"].items()}
     assert np.array_equal(videos["random policy"], videos[RAW])
     assert not np.array_equal(videos[TRUTH], videos[RAW])
+    grid = read_video(tmp_path / "out" / "compare" / "clip_00001.mp4")  # 4 conditions | ground truth, labelled
+    assert grid.frames.shape == (30, 12 + 64, 5 * 64, 3) and grid.audio is not None
     lines = [json.loads(line) for line in (tmp_path / "out" / "prompts.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and lines[0][RAW]["base"] == lines[0]["short_prompt"]
 

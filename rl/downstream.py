@@ -26,25 +26,22 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write_text
-from rl.attributes import ground_truth_attributes
-from rl.examples import EnhancerExample, short_prompt, template_enhance
-from rl.timing import audio_timing
-from synthavatar.prompts import Phase, PromptError, StructuredPrompt, from_text, to_json, validate
+from rl.examples import EnhancerExample, spec_example, template_enhance
+from rl.rewards import parse
+from synthavatar.prompts import Phase, StructuredPrompt, to_json, validate
 
 RAW, TEMPLATE, TRUTH = "raw short prompt", "template (rule-based)", "ground-truth prompt"
-LABELS = {RAW: "raw", TEMPLATE: "template", TRUTH: "GT prompt", "GT video": "GT video"}  # panel headers of the comparison videos
+# panel headers of the comparison videos (other conditions: their name without spaces)
+LABELS = {RAW: "raw", TEMPLATE: "template", TRUTH: "GT prompt", "GT video": "GT video"}
 COMPARE_CLIPS = 4
+HEADER = 12  # pixel rows of a comparison panel's label
 REPORTED = ("h_at_s", "aa", "tc", "sync_c", "csim", "psnr")
 
 
 def clip_example(clip: dict, index: int, sample_rate: int, seed: int = 0) -> EnhancerExample:
     """The enhancer's input for clip `index` of a split, loaded by synthavatar.dataset.load_clip."""
-    spec = clip["spec"]
-    actions = [p["action"] for p in spec["phases"]]
     rng = np.random.default_rng([seed, 104_729, index])
-    return EnhancerExample(f"clip_{index:05d}", short_prompt(rng, "test", spec["mood"], actions),
-                           ground_truth_attributes(spec["identity"]), spec["mood"], actions,
-                           audio_timing(clip["audio"], sample_rate))
+    return spec_example(f"clip_{index:05d}", "test", clip["spec"], clip["audio"], sample_rate, rng)
 
 
 def raw_prompt(short: str, duration: float) -> dict:
@@ -53,12 +50,10 @@ def raw_prompt(short: str, duration: float) -> dict:
                             source="raw short prompt"))
 
 
-def enhanced_prompt(completion: str, example: EnhancerExample, duration: float) -> dict | None:
-    """A policy's completion as a structured prompt (JSON form) valid for the clip, or None."""
-    try:
-        return to_json(from_text(completion.strip(), duration=duration, source=f"completion for {example.clip}"))
-    except PromptError:
-        return None
+def enhanced_prompt(completion: str, duration: float) -> dict | None:
+    """A completion as a structured prompt (JSON form) valid for the clip, or None (the format reward's parse)."""
+    prompt = parse(completion, duration)
+    return None if prompt is None else to_json(prompt)
 
 
 def condition_prompts(examples: list[EnhancerExample], completions: dict[str, list[str]],
@@ -66,13 +61,10 @@ def condition_prompts(examples: list[EnhancerExample], completions: dict[str, li
     """{condition: one prompt (JSON form) per clip} and {condition: share of valid enhanced prompts}."""
     raw = [raw_prompt(e.short_prompt, duration) for e in examples]
     prompts, validity = {RAW: raw}, {RAW: 1.0}
-    for name, texts in completions.items():
-        parsed = [enhanced_prompt(t, e, duration) for t, e in zip(texts, examples)]
+    for name, texts in {**completions, TEMPLATE: [template_enhance(e) for e in examples]}.items():
+        parsed = [enhanced_prompt(t, duration) for t in texts]
         prompts[name] = [p if p is not None else r for p, r in zip(parsed, raw)]
         validity[name] = sum(p is not None for p in parsed) / len(parsed)
-    template = [enhanced_prompt(template_enhance(e), e, duration) for e in examples]
-    prompts[TEMPLATE] = [p if p is not None else r for p, r in zip(template, raw)]
-    validity[TEMPLATE] = sum(p is not None for p in template) / len(template)
     prompts[TRUTH], validity[TRUTH] = truth, 1.0
     return prompts, validity
 
@@ -100,7 +92,8 @@ def downstream_table(rl, policies: dict[str, Path], out_dir: Path, progress: boo
     clips = [load_clip(p) for p in paths]
     duration = len(clips[0]["video"]) / float(cfg.data.fps)
     examples = [clip_example(c, i, int(cfg.data.sample_rate), rl.seed) for i, c in enumerate(clips)]
-    completions = {name: generate(d, examples, rl.eval_max_new_tokens, progress=progress) for name, d in policies.items()}
+    completions = {name: generate(d, examples, rl.eval_max_new_tokens, progress=progress)
+                   for name, d in policies.items()}
     prompts, validity = condition_prompts(examples, completions, [c["prompt"] for c in clips], duration)
     summaries, rows = _generate_and_score(cfg, Generator(cfg, rl.generator, progress), prompts, out_dir, progress)
     for name in summaries:
@@ -136,10 +129,10 @@ def _generate_and_score(cfg, generator, prompts: dict[str, list[dict]], out_dir:
     return summaries, rows
 
 
-def _label(name: str, width: int, height: int = 12) -> np.ndarray:
-    """A black header strip (height, width, 3) uint8 with the condition's short name in white."""
+def _label(name: str, width: int) -> np.ndarray:
+    """A black header strip (HEADER, width, 3) uint8 with the condition's short name in white."""
     from PIL import Image, ImageDraw
-    image = Image.new("RGB", (width, height))
+    image = Image.new("RGB", (width, HEADER))
     ImageDraw.Draw(image).text((2, 1), LABELS.get(name, name.replace(" ", "")), fill=(255, 255, 255))
     return np.asarray(image)
 
@@ -149,16 +142,16 @@ def write_comparisons(videos: dict[str, Path], clips: list[dict], out_dir: Path,
     """compare/clip_<i>.mp4: each condition's clip_<i>.mp4 (read back) | the ground-truth video, with a
     labelled header row and the clip's audio. -> the written paths."""
     from evaluation.video_io import read_video, write_video
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i, clip in enumerate(clips):
         name = f"clip_{i:05d}.mp4"
         panels = {n: read_video(d / name, sample_rate=None).frames for n, d in videos.items()}
         panels["GT video"] = clip["video"]
-        T, H, W = clip["video"].shape[:3]
-        tiles = [np.concatenate([np.broadcast_to(_label(n, W), (T, 12, W, 3)), f[:T]], axis=1)
-                 for n, f in panels.items()]  # each (T, 12 + H, W, 3)
+        T, _, W = clip["video"].shape[:3]
+        tiles = [np.concatenate([np.broadcast_to(_label(n, W), (T, HEADER, W, 3)), f[:T]], axis=1)
+                 for n, f in panels.items()]  # each (T, HEADER + H, W, 3)
         path = out_dir / name
-        out_dir.mkdir(parents=True, exist_ok=True)
         write_video(path, np.concatenate(tiles, axis=2), fps=fps, audio=clip["audio"], sample_rate=sample_rate)
         written.append(path)
     return written

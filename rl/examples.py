@@ -67,6 +67,14 @@ def short_prompt(rng, split: str, mood: str, actions: list[str]) -> str:
     return templates[int(rng.integers(len(templates)))].format(mood=mood, hints=joined)
 
 
+def spec_example(name: str, split: str, spec: dict, wave: np.ndarray, sample_rate: int, rng) -> EnhancerExample:
+    """The enhancer's input for a SynthAvatar clip spec and its audio; the short prompt uses `split`'s wording."""
+    actions = [p["action"] for p in spec["phases"]]
+    return EnhancerExample(name, short_prompt(rng, split, spec["mood"], actions),
+                           ground_truth_attributes(spec["identity"]), spec["mood"], actions,
+                           audio_timing(wave, sample_rate))
+
+
 def synthavatar_examples(split: str, count: int, duration: float = 4.0, seed: int = 0,
                          progress: bool = False) -> list[EnhancerExample]:
     """`count` examples from SynthAvatar clip specs of `split` (audio synthesised, no video rendered)."""
@@ -80,11 +88,8 @@ def synthavatar_examples(split: str, count: int, duration: float = 4.0, seed: in
         seq = np.random.SeedSequence([seed, 7919, SPLIT_ID[split], i])
         spec = sample_clip_spec(seq, split, duration)
         wave = audio.synthesize(audio.AudioSchedule.from_dict(spec["audio"]), seed=spec["audio_seed"])
-        actions = [p["action"] for p in spec["phases"]]
         rng = np.random.default_rng(seq.spawn(1)[0])
-        examples.append(EnhancerExample(f"{split}-{i:05d}", short_prompt(rng, split, spec["mood"], actions),
-                                        ground_truth_attributes(spec["identity"]), spec["mood"], actions,
-                                        audio_timing(wave, audio.SAMPLE_RATE)))
+        examples.append(spec_example(f"{split}-{i:05d}", split, spec, wave, audio.SAMPLE_RATE, rng))
     return examples
 
 

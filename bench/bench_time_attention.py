@@ -10,9 +10,12 @@ audio tokens). Three ways, forward and forward+backward:
 Reported: median time (CUDA events), achieved TFLOP/s (4·B·H·Lq·Lk·D forward, x3.5 for forward+backward,
 flash-attention's convention; dense FLOPs even where the audio kernel skips tiles) and peak memory above
 the inputs. A second table varies Lk at fixed Lq to show whether extra memory scales with Lq x Lk.
-Not a test. Needs a CUDA GPU; commit the results file with the device name:
+`--tile-search` also times a handful of launch configurations (tile sizes, warps, stages) of the fused
+kernel at the real text shape, forward and backward apart; the winners become this GPU family's defaults
+once adopted (`bench/gpu_suite.py --adopt`, kernels/tuned_tiles.json).
+Not a test. Needs a CUDA GPU; it is phase b of bench/gpu_suite.py, whose results are committed:
 
-    python bench/bench_time_attention.py [--dtype bf16] [--repeats 20] [--out bench/results/time_attention_<gpu>.json]
+    python bench/bench_time_attention.py [--dtype bf16] [--repeats 20] [--tile-search] [--out DIR/b.json]
     TRITON_INTERPRET=1 python bench/bench_time_attention.py --smoke     # CPU: tiny shapes, checks the script only
 """
 from __future__ import annotations
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.atomic import atomic_write_text  # noqa: E402
 from kernels.time_attention import time_structured_attention  # noqa: E402
+from kernels.time_attention_triton import Tiles  # noqa: E402
 from models.attention import TimeBias  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -56,9 +60,14 @@ def problem(mode: str, Lq: int, Lk: int, frames: int, heads: int, head_dim: int,
     return q, k, v, bias
 
 
-def run_method(method: str, q, k, v, bias: TimeBias):
+# Candidate launch configurations for head_dim 128 (the 5B model's); the built-in default is the first.
+TILE_CANDIDATES = [Tiles(64, 64, 8, 2), Tiles(128, 64, 8, 2), Tiles(128, 64, 8, 3), Tiles(64, 128, 8, 2),
+                   Tiles(128, 32, 4, 3), Tiles(64, 32, 4, 2)]
+
+
+def run_method(method: str, q, k, v, bias: TimeBias, tiles: Tiles | None = None):
     if method == "fused":
-        return time_structured_attention(q, k, v, bias, use_kernel=True)
+        return time_structured_attention(q, k, v, bias, use_kernel=True, blocks=tiles)
     if method == "sdpa+bias":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.materialise(q.dtype))
     return F.scaled_dot_product_attention(q, k, v)
@@ -101,17 +110,17 @@ def peak_extra_bytes(fn, device: str) -> int | None:
     return torch.cuda.max_memory_allocated() - before
 
 
-def measure(method, mode, shape, dtype, device, repeats, warmup=3) -> dict:
+def measure(method, mode, shape, dtype, device, repeats, warmup=3, tiles=None) -> dict:
     q, k, v, bias = problem(mode, **shape, dtype=dtype, device=device)
     leaves = [x.requires_grad_() for x in (q, k, v)]
     grad = torch.randn_like(q)
 
     def forward():
         with torch.no_grad():
-            run_method(method, *leaves, bias)
+            return run_method(method, *leaves, bias, tiles)
 
     def forward_backward():
-        out = run_method(method, *leaves, bias)
+        out = run_method(method, *leaves, bias, tiles)
         out.backward(grad)
         for x in leaves + [bias.head_weight]:
             if x is not None:
@@ -125,8 +134,37 @@ def measure(method, mode, shape, dtype, device, repeats, warmup=3) -> dict:
         row[f"{name}_tflops"] = round(flops * mult / seconds / 1e12, 2)
         mem = peak_extra_bytes(fn, device)
         row[f"{name}_peak_extra_mib"] = None if mem is None else round(mem / 2 ** 20, 1)
+    if tiles is not None:
+        row["tiles"] = list(tiles)
+        row["output"] = forward().float()
     return row
 
+
+def tile_search(shape: dict, dtype, device, repeats, warmup, candidates) -> dict:
+    """Time each candidate (text mode, the real shape); forward and backward winners chosen apart
+    (backward = fwd+bwd - fwd). A candidate whose output differs from the first's by more than the
+    dtype's tolerance is reported and never chosen; one that fails to compile or launch is skipped."""
+    rows, reference = [], None
+    for tiles in candidates:
+        try:
+            row = measure("fused", "text", shape, dtype, device, repeats, warmup, tiles)
+        except Exception as error:  # noqa: BLE001 - e.g. out of shared memory for this tile size
+            rows.append({"tiles": list(tiles), "error": f"{type(error).__name__}: {str(error)[:200]}"})
+            continue
+        out = row.pop("output")
+        reference = out if reference is None else reference
+        row["max_abs_diff_vs_first"] = float((out - reference).abs().max())
+        row["ok"] = row["max_abs_diff_vs_first"] <= (2e-2 if dtype == torch.bfloat16 else 2e-3) * max(1.0, float(reference.abs().max()))
+        row["bwd_ms"] = round(row["fwd_bwd_ms"] - row["fwd_ms"], 3)
+        rows.append(row)
+    good = [r for r in rows if r.get("ok")]
+    if not good:
+        return {"rows": rows, "winner": None}
+    fwd, bwd = min(good, key=lambda r: r["fwd_ms"]), min(good, key=lambda r: r["bwd_ms"])
+    first = good[0]
+    return {"rows": rows, "winner": {"fwd": fwd["tiles"], "bwd": bwd["tiles"], "head_dim": shape["head_dim"],
+                                     "fwd_speedup_vs_default": round(first["fwd_ms"] / fwd["fwd_ms"], 3),
+                                     "bwd_speedup_vs_default": round(first["bwd_ms"] / bwd["bwd_ms"], 3)}}
 
 def device_name(device: str) -> str:
     if device == "cuda":
@@ -147,6 +185,20 @@ def markdown(result: dict) -> str:
     for mode, ratios in result["ratios"].items():
         lines.append(f"- {mode}: sdpa+bias / fused = {ratios['speedup_vs_sdpa_bias']}x (target >= 1.5), "
                      f"fused / sdpa = {ratios['fused_over_sdpa']}x (target <= 1.3)")
+    search = result.get("tile_search")
+    if search:
+        lines += ["", "Tile search (text mode, real shape; tiles = BLOCK_M, BLOCK_N, warps, stages):", "",
+                  "| tiles | fwd ms | bwd ms | fwd+bwd ms | max diff vs first | ok |", "|---|---|---|---|---|---|"]
+        for r in search["rows"]:
+            if "error" in r:
+                lines.append(f"| {r['tiles']} | failed: {r['error']} | | | | no |")
+            else:
+                lines.append(f"| {r['tiles']} | {r['fwd_ms']} | {r['bwd_ms']} | {r['fwd_bwd_ms']} | "
+                             f"{r['max_abs_diff_vs_first']:.2e} | {'yes' if r['ok'] else 'NO'} |")
+        w = search["winner"]
+        lines += ["", "Winner: none (no candidate ran correctly)" if w is None else
+                  f"Winner: forward {w['fwd']} ({w['fwd_speedup_vs_default']}x the default), "
+                  f"backward {w['bwd']} ({w['bwd_speedup_vs_default']}x the default)"]
     return "\n".join(lines) + "\n"
 
 
@@ -155,6 +207,7 @@ def main(argv=None) -> dict:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (Triton interpreter): script check only")
+    p.add_argument("--tile-search", action="store_true", help="also time the TILE_CANDIDATES launch configurations")
     p.add_argument("--out", default=None, help="results JSON (a .md is written beside it)")
     args = p.parse_args(argv)
     device = "cpu" if args.smoke else "cuda"
@@ -182,6 +235,9 @@ def main(argv=None) -> dict:
     import triton
     result = {"device": device_name(device), "dtype": str(dtype), "torch": torch.__version__,
               "triton": triton.__version__, "repeats": repeats, "rows": rows, "ratios": ratios}
+    if args.tile_search:
+        candidates = [Tiles(32, 16), Tiles(16, 16)] if args.smoke else TILE_CANDIDATES
+        result["tile_search"] = tile_search(real["text"], dtype, device, repeats, warmup, candidates)
     if args.out:
         out = Path(args.out)
         atomic_write_text(out, json.dumps(result, indent=1))

@@ -43,11 +43,16 @@ def measure(cfg, steps: int, warmup: int, device: str) -> dict:
     batches = [to_device(collate([dataset[(i * size + j) % len(dataset)] for j in range(size)]), device)
                for i in range(steps + warmup)]
     times, tokens = [], 0
+    # bf16-mixed as Lightning runs it: weights fp32, the forward under bf16 autocast.
+    bf16 = cfg.train.strategy.precision == "bf16-mixed"
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     for step, batch in enumerate(batches):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss, logs = module.shared_step(batch, step_generator(0, step, 0), training=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss, logs = module.shared_step(batch, step_generator(0, step, 0), training=True)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -99,12 +99,13 @@ class TimeStructuredAttention(torch.autograd.Function):
 
 
 def time_structured_attention(q, k, v, time_bias: TimeBias | None = None, key_mask=None,
-                              use_kernel: bool | None = None, blocks: tuple[int, ...] | None = None):
+                              use_kernel: bool | None = None, blocks: tuple | None = None):
     """q (B, H, Lq, D), k/v (B, H, Lk, D) -> (B, H, Lq, D) in q's dtype.
 
     use_kernel None = kernel when available, else the reference; True = kernel or a clear error; False =
-    reference. blocks (BLOCK_M, BLOCK_N[, SPLIT]) overrides the tile sizes and the dK/dV query split
-    (tests use small tiles to cross tile edges)."""
+    reference. blocks (BLOCK_M, BLOCK_N[, SPLIT]) or a kernels.time_attention_triton.Tiles overrides the
+    launch configuration (tests use small tiles to cross tile edges; the GPU suite's tile search tries
+    several); None = this GPU family's tuned entry (kernels/tuned_tiles.json) or the built-in defaults."""
     if q.dim() != 4 or k.shape[:2] != q.shape[:2] or v.shape != k.shape or k.shape[-1] != q.shape[-1]:
         raise ValueError(f"expected q (B, H, Lq, D), k/v (B, H, Lk, D); got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")

@@ -19,7 +19,11 @@ Use through kernels.time_attention, which holds the pure-torch reference and the
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import triton
@@ -224,17 +228,58 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, QT, KS, KE, KV, W, DQ, DW,
 
 # ------------------------------------------------------------------------------------------ launchers
 
-def _blocks(head_dim: int, blocks: tuple[int, ...] | None):
-    """(BLOCK_M, BLOCK_N); a caller's (BLOCK_M, BLOCK_N[, SPLIT]) wins (tests cross tile edges with it)."""
+class Tiles(NamedTuple):
+    """One launch configuration: tile sizes, warps, pipeline stages, and (backward) the dK/dV query split
+    (None = chosen from the SM count)."""
+    block_m: int
+    block_n: int
+    num_warps: int = 4
+    num_stages: int = 2
+    split: int | None = None
+
+
+# Per-GPU-family winners of the GPU suite's tile search (bench/gpu_suite.py phase b; `--adopt` writes
+# this file from a results directory): {"sm90": {"d128": {"fwd": [...], "bwd": [...], "source": ...}}}.
+TUNED_TILES_FILE = Path(__file__).with_name("tuned_tiles.json")
+
+
+def gpu_family(device=None) -> str:
+    """'sm90' for an H100/H200, 'sm80' for an A100, ...: the key of TUNED_TILES_FILE."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm{major}{minor}"
+
+
+def head_dim_key(head_dim: int) -> str:
+    return "d64" if head_dim <= 64 else "d128"
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned(family: str, dim_key: str, which: str) -> Tiles | None:
+    try:
+        entry = json.loads(TUNED_TILES_FILE.read_text()).get(family, {}).get(dim_key, {}).get(which)
+    except (OSError, ValueError):
+        return None
+    return Tiles(*entry) if entry else None
+
+
+def _tiles(q, blocks, which: str) -> Tiles:
+    """The launch configuration: a caller's Tiles or (BLOCK_M, BLOCK_N[, SPLIT]) tuple wins (tests cross
+    tile edges with it); then this GPU family's tuned entry; then the built-in defaults."""
+    head_dim = q.shape[-1]
+    if isinstance(blocks, Tiles):
+        return blocks
     if blocks is not None:
-        return blocks[:2]
+        return Tiles(blocks[0], blocks[1], split=blocks[2] if len(blocks) > 2 else None)
     if INTERPRET:
-        return 64, 32          # few, large tiles: the interpreter's cost is per tile, not per flop
-    return (128, 64) if head_dim <= 64 else (64, 64)
+        return Tiles(64, 32)   # few, large tiles: the interpreter's cost is per tile, not per flop
+    tuned = _tuned(gpu_family(q.device), head_dim_key(head_dim), which) if q.is_cuda else None
+    if tuned is not None:
+        return tuned
+    return Tiles(128, 64, 4, 2) if head_dim <= 64 else Tiles(64, 64, 8, 2)
 
 
-def _launch_opts(head_dim: int):
-    return {} if INTERPRET else {"num_warps": 4 if head_dim <= 64 else 8, "num_stages": 2}
+def _launch_opts(tiles: Tiles):
+    return {} if INTERPRET else {"num_warps": tiles.num_warps, "num_stages": tiles.num_stages}
 
 
 def _common(q, mode):
@@ -252,12 +297,13 @@ def forward(q, k, v, qt, ks, ke, kvalid, w, mode: int, blocks=None):
     w (H,) -> out (B, H, Lq, D) in q's dtype, lse (B, H, Lq) fp32 (base 2, +inf for empty rows)."""
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
-    bm, bn = _blocks(D, blocks)
+    tiles = _tiles(q, blocks, "fwd")
+    bm, bn = tiles.block_m, tiles.block_n
     out = torch.empty_like(q)
     lse = torch.empty((B, H, Lq), dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(Lq, bm), B * H)
     _fwd_kernel[grid](q, k, v, out, lse, qt, ks, ke, kvalid, w, *_strides(q, k, v, out), H, Lq, Lk, D,
-                      LOG2E / D ** 0.5, BLOCK_M=bm, BLOCK_N=bn, **_common(q, mode), **_launch_opts(D))
+                      LOG2E / D ** 0.5, BLOCK_M=bm, BLOCK_N=bn, **_common(q, mode), **_launch_opts(tiles))
     return out, lse
 
 
@@ -274,13 +320,14 @@ def backward(do, q, k, v, out, lse, qt, ks, ke, kvalid, w, mode: int, blocks=Non
     """-> dq, dk, dv (input dtypes), dw (H,) fp32 (zeros unless text mode)."""
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
-    bm, bn = _blocks(D, blocks)
+    tiles = _tiles(q, blocks, "bwd")
+    bm, bn = tiles.block_m, tiles.block_n
     common = _common(q, mode)
     delta = torch.empty((B, H, Lq), dtype=torch.float32, device=q.device)
     _delta_kernel[(triton.cdiv(Lq, bm), B * H)](out, do, delta, *_strides(out, do), H, Lq, D,
                                                 BLOCK_M=bm, BLOCK_D=common["BLOCK_D"])
     n_q_tiles, n_k_tiles = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
-    split = blocks[2] if blocks is not None and len(blocks) > 2 else _splits(q, n_k_tiles, n_q_tiles)
+    split = tiles.split or _splits(q, n_k_tiles, n_q_tiles)
     rows = triton.cdiv(n_q_tiles, split) * bm
     split = triton.cdiv(Lq, rows)
     dk_part = torch.empty((split, B, H, Lk, D), dtype=torch.float32, device=q.device)
@@ -288,12 +335,12 @@ def backward(do, q, k, v, out, lse, qt, ks, ke, kvalid, w, mode: int, blocks=Non
     scale = 1.0 / D ** 0.5
     _dkdv_kernel[(n_k_tiles, split, B * H)](q, k, v, do, lse, delta, qt, ks, ke, kvalid, w, dk_part, dv_part,
                                             *_strides(q, k, v, do), H, Lq, Lk, D, scale, scale * LOG2E, rows,
-                                            BLOCK_M=bm, BLOCK_N=bn, **common, **_launch_opts(D))
+                                            BLOCK_M=bm, BLOCK_N=bn, **common, **_launch_opts(tiles))
     dq = torch.empty_like(q)
     dw_part = torch.zeros((B, H, n_q_tiles), dtype=torch.float32, device=q.device)
     _dq_kernel[(n_q_tiles, B * H)](q, k, v, do, lse, delta, qt, ks, ke, kvalid, w, dq, dw_part,
                                    *_strides(q, k, v, do, dq), H, Lq, Lk, D, scale, scale * LOG2E,
-                                   BLOCK_M=bm, BLOCK_N=bn, **common, **_launch_opts(D))
+                                   BLOCK_M=bm, BLOCK_N=bn, **common, **_launch_opts(tiles))
     dk = dk_part.sum(0).to(k.dtype) if split > 1 else dk_part[0].to(k.dtype)
     dv = dv_part.sum(0).to(v.dtype) if split > 1 else dv_part[0].to(v.dtype)
     return dq, dk, dv, dw_part.sum((0, 2))

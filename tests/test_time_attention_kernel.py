@@ -200,11 +200,22 @@ def test_dit_with_the_triton_backend_matches_sdpa_outputs_and_parameter_gradient
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("mode", ["text", "audio"])
-def test_gpu_compiled_kernel_matches_the_reference(mode, dtype):
-    """The compiled kernel (default tile sizes, automatic dK/dV split) at a mid-size shape."""
-    _check_against_reference(_case(mode, B=1, H=4, Lq=2000, Lk=300, D=128), dtype, blocks=None)
+def test_gpu_compiled_kernel_matches_the_reference(mode, dtype, head_dim):
+    """The compiled kernel (default or tuned tile sizes, automatic dK/dV split) at a mid-size shape."""
+    _check_against_reference(_case(mode, B=1, H=4, Lq=2000, Lk=300, D=head_dim), dtype, blocks=None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_gpu_split_dkdv_path_matches_the_reference(dtype, split):
+    """dK/dV summed from fp32 partials over a forced Lq split (3: ragged last part) vs no split."""
+    _check_against_reference(_case("text", B=2, H=2, Lq=1500, Lk=200, D=128), dtype,
+                             blocks=impl.Tiles(64, 64, 8, 2, split=split))
 
 
 def test_interpreter_flag_was_set_before_import_when_no_gpu():
@@ -225,3 +236,24 @@ def test_benchmark_script_runs_and_reports_both_targets(tmp_path):
     result = main(["--smoke", "--out", str(tmp_path / "r.json")])
     assert {r["method"] for r in result["rows"]} == {"fused", "sdpa+bias", "sdpa"}
     assert set(result["ratios"]) == {"text", "audio"} and (tmp_path / "r.md").read_text().count("target") == 4
+
+
+def test_tile_configuration_precedence_and_tuned_file(tmp_path, monkeypatch):
+    """A caller's Tiles or tuple wins; the tuned file (written by `bench/gpu_suite.py --adopt`) is read per
+    GPU family and head-dim bucket; a missing or broken file means the built-in defaults."""
+    q = torch.zeros(1, 1, 4, 128)
+    assert impl._tiles(q, impl.Tiles(32, 16, 2, 3, 5), "bwd") == impl.Tiles(32, 16, 2, 3, 5)
+    assert impl._tiles(q, (16, 16, 3), "bwd") == impl.Tiles(16, 16, split=3)
+    tuned = tmp_path / "tuned_tiles.json"
+    tuned.write_text('{"sm90": {"d128": {"fwd": [128, 32, 8, 3], "bwd": [64, 32, 4, 2, null]}}}')
+    monkeypatch.setattr(impl, "TUNED_TILES_FILE", tuned)
+    impl._tuned.cache_clear()
+    try:
+        assert impl._tuned("sm90", "d128", "fwd") == impl.Tiles(128, 32, 8, 3)
+        assert impl._tuned("sm90", "d128", "bwd") == impl.Tiles(64, 32, 4, 2, None)
+        assert impl._tuned("sm80", "d128", "fwd") is None and impl._tuned("sm90", "d64", "fwd") is None
+        tuned.write_text("{not json")
+        impl._tuned.cache_clear()
+        assert impl._tuned("sm90", "d128", "fwd") is None
+    finally:
+        impl._tuned.cache_clear()

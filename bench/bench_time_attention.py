@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.gpu_env import environment  # noqa: E402
 from common.atomic import atomic_write_text  # noqa: E402
 from kernels.time_attention import time_structured_attention  # noqa: E402
 from kernels.time_attention_triton import Tiles  # noqa: E402
@@ -174,8 +175,9 @@ def device_name(device: str) -> str:
 
 def markdown(result: dict) -> str:
     lines = [f"# Fused time-structured attention vs SDPA — {result['device']}", "",
-             f"dtype {result['dtype']}, torch {result['torch']}, triton {result['triton']}, "
-             f"median of {result['repeats']} runs.", "",
+             f"dtype {result['dtype']}, torch {result['torch']}, triton {result['triton']}, commit "
+             f"{result['environment']['commit']}, driver {result['environment'].get('driver')}; median of "
+             f"{result['repeats']} runs; wall {result['wall_s']} s.", "",
              "| mode | Lq | Lk | method | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | peak extra MiB (fwd+bwd) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -210,6 +212,7 @@ def main(argv=None) -> dict:
     p.add_argument("--tile-search", action="store_true", help="also time the TILE_CANDIDATES launch configurations")
     p.add_argument("--out", default=None, help="results JSON (a .md is written beside it)")
     args = p.parse_args(argv)
+    began = time.perf_counter()
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_time_attention: needs a CUDA GPU (use --smoke on CPU to check the script)")
@@ -238,6 +241,7 @@ def main(argv=None) -> dict:
     if args.tile_search:
         candidates = [Tiles(32, 16), Tiles(16, 16)] if args.smoke else TILE_CANDIDATES
         result["tile_search"] = tile_search(real["text"], dtype, device, repeats, warmup, candidates)
+    result.update(environment=environment(), wall_s=round(time.perf_counter() - began, 1))
     if args.out:
         out = Path(args.out)
         atomic_write_text(out, json.dumps(result, indent=1))

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.local_models import load_local, local_model_dir
-from synthavatar.audio import frame_envelope, log_mel
+from common.audio_features import frame_envelope, log_mel
 
 if TYPE_CHECKING:  # only for annotations; models.audio imports this module
     from models.audio import AudioConfig
@@ -50,7 +50,7 @@ def _check_waveform(wave: torch.Tensor, who: str) -> None:
 class LogMelEnergyEncoder(nn.Module):
     """(B, S) waveform -> (B, T_video, n_mels + 1): normalised log-mel (dB) and log frame energy.
 
-    Each video frame gets the spectrum of a two-frame Hann window centred on it (synthavatar.audio.log_mel)
+    Each video frame gets the spectrum of a two-frame Hann window centred on it (common.audio_features.log_mel)
     and the RMS over one frame (frame_envelope), both in dB and mapped by the fixed affine
     (dB - DB_CENTRE) / DB_SCALE. Runs in numpy on the CPU: not differentiable, and needs none to be."""
 

@@ -194,20 +194,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- main
 
 
-def _input_errors() -> tuple:
-    """Errors that mean "bad input" (each names the file and the fault), imported lazily."""
-    from evaluation.video_io import VideoError
-    from lightning_modules.checkpoints import CheckpointError
-    from synthavatar.audio import AudioError
-    from synthavatar.dataset import DataError
-    from synthavatar.prompts import PromptError
-
-    return (VideoError, AudioError, DataError, PromptError, CheckpointError)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from configs.loader import ConfigError, load_config, save_config
+    from common.errors import ActSyncError, ConfigError
+    from configs.loader import load_config, save_config
 
     try:
         cfg = load_config(args.experiment, args.overrides)
@@ -218,9 +208,7 @@ def main(argv=None) -> int:
     except ConfigError as error:  # commands may raise it too, e.g. for a missing --videos
         print(f"main.py: config error: {error}", file=sys.stderr)
         return 2
-    # _input_errors() runs only when an exception arrives: CheckpointError's module imports torch,
-    # which `config` and the other light commands should not pay for.
-    except _input_errors() as error:  # bad user input: one clear line naming the file, no traceback
+    except ActSyncError as error:  # bad user input (common/errors.py): one line naming the file, no traceback
         print(f"main.py {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     # Commands may return an exit status; anything else (None, a summary) means success.

@@ -41,6 +41,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.atomic import atomic_write_text
 from configs.schema import Config, check_config
+from common.errors import ConfigError  # noqa: F401 (raised here, caught by its callers)
 
 CONFIG_DIR = Path(__file__).resolve().parent
 REPO_ROOT = CONFIG_DIR.parent
@@ -48,10 +49,6 @@ BASE_YAML = CONFIG_DIR / "base.yaml"
 EXPERIMENT_DIR = CONFIG_DIR / "experiment"
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 COMMAND_LINE = "command line"
-
-
-class ConfigError(ValueError):
-    """A config problem the user must fix; the message is one self-contained line."""
 
 
 # --------------------------------------------------------------------------- public API

@@ -25,15 +25,12 @@ import av
 import numpy as np
 
 from common.atomic import atomic_write
+from common.errors import VideoError  # noqa: F401 (raised here, caught by its callers)
 
 __all__ = ["VideoError", "VideoClip", "write_video", "read_video"]
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv")  # anything FFmpeg demuxes; we write mp4 only
 AUDIO_CHUNK = 1024  # samples per audio frame handed to the encoder (AAC frame size)
-
-
-class VideoError(ValueError):
-    """A video could not be written or read; the message names the path and the fault."""
 
 
 @dataclass

@@ -21,14 +21,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from common.atomic import atomic_write, atomic_write_text
+from common.safe_load import load_checkpoint_file  # noqa: F401 (re-exported)
 from models.convert import NEW_MODULE_PATTERN
+from common.errors import CheckpointError  # noqa: F401 (raised here, caught by its callers)
 
 STEP_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 WEIGHTS = "weights.safetensors"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or weights file that cannot be used; the message names the file."""
 
 
 def step_checkpoint_path(directory: Path, step: int) -> Path:
@@ -48,7 +46,7 @@ def _is_complete(path: Path) -> tuple[bool, str]:
             if per_rank and len(per_rank) != len(shards):
                 return False, f"{len(per_rank)} model-state files but {len(shards)} optimizer shards"
             return True, ""
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = load_checkpoint_file(path, mmap=True)
         missing = [k for k in ("state_dict", "global_step", "optimizer_states") if k not in state]
         return (not missing), f"missing {missing}" if missing else ""
     except Exception as error:  # truncated zip, bad pickle, unreadable file
@@ -115,7 +113,9 @@ def read_weights(source: str | Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint_file(path)
+    except CheckpointError:
+        raise
     except Exception as error:
         raise CheckpointError(f"{path}: cannot read weights ({type(error).__name__}: {error})") from error
     if "state_dict" not in state:

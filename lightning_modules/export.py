@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from common.atomic import atomic_write, atomic_write_text
-from lightning_modules.checkpoints import CheckpointError, find_resume_checkpoint
+from lightning_modules.checkpoints import CheckpointError, find_resume_checkpoint, load_checkpoint_file
 from lightning_modules.distributed import deepspeed_tag_dir, is_deepspeed_checkpoint, saved_world_size
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -52,16 +52,13 @@ def _deepspeed_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
     tag_dir = deepspeed_tag_dir(path)
     state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=tag_dir.name)
-    client = torch.load(sorted(tag_dir.glob("*model_states.pt"))[0], map_location="cpu", weights_only=False)
+    client = load_checkpoint_file(sorted(tag_dir.glob("*model_states.pt"))[0])
     meta = {"global_step": client.get("global_step"), "ema": False, "world_size": saved_world_size(path)}
     return _dit_weights({k.removeprefix("_forward_module."): v for k, v in state.items()}), meta
 
 
 def _lightning_state(path: Path, ema: bool) -> tuple[dict[str, torch.Tensor], dict]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as error:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error})") from error
+    checkpoint = load_checkpoint_file(path, mmap=True)
     if "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     state = _dit_weights(checkpoint["state_dict"])

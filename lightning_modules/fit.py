@@ -98,7 +98,8 @@ def cmd_fit(cfg, args) -> int:
     datamodule = SynthAvatarDataModule(cfg.data, train_steps=typed.train.max_steps, seed=typed.run.seed)
     ckpt = resume_path(getattr(args, "resume", "") or "", checkpoint_dir, trainer)
     L.seed_everything(typed.run.seed, verbose=False)
-    trainer.fit(module, datamodule, ckpt_path=ckpt)
+    # weights_only: resuming a checkpoint never unpickles code (DeepSpeed shards are read by DeepSpeed itself)
+    trainer.fit(module, datamodule, ckpt_path=ckpt, weights_only=True)
     _finish_loggers(trainer)
     return 0
 

@@ -27,13 +27,10 @@ import torch
 import torch.nn as nn
 
 from models import frames
+from common.errors import CodecError  # noqa: F401 (raised here, caught by its callers)
 
 CODEC_KINDS = ("synth", "wan")
 NORMALIZE_MODES = ("channel", "global")
-
-
-class CodecError(RuntimeError):
-    """A codec file or directory is missing or unusable; the message names the path and the fault."""
 
 
 @dataclass

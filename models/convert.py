@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file
 
 from models.dit_config import DiTConfig
+from common.errors import CheckpointError  # noqa: F401 (raised here, caught by its callers)
+from common.safe_load import load_checkpoint_file
 
 # (diffusers pattern, original replacement), applied to the full key with re.fullmatch
 _DIFFUSERS_TO_WAN = [
@@ -46,10 +48,6 @@ _DIFFUSERS_TO_WAN = [
 # Keys our model may lack in a Wan checkpoint: the new, zero-initialised ActSync modules.
 NEW_MODULE_PATTERN = re.compile(r"(phase_embedding|reference_embedding|audio_adapter|visual_adapter|.*\.(audio_attn|visual_attn)"
                                 r"|.*\.window_bias).*")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file or directory that cannot be read or does not fit the model."""
 
 
 def is_diffusers_state_dict(keys) -> bool:
@@ -95,7 +93,7 @@ def read_state_dict(path: str | Path) -> dict:
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint path does not exist (weights are read from local disk only)")
     if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint_file(path)
         return state.get("state_dict", state) if isinstance(state, dict) else state
     state = {}
     for file in _safetensors_files(path):

@@ -36,6 +36,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from common.atomic import atomic_write
 from common.audio_features import frame_envelope, log_mel  # noqa: F401 (re-exported: the per-frame features)
+from common.errors import AudioError  # noqa: F401 (raised here, caught by its callers)
 
 __all__ = [
     "SAMPLE_RATE",
@@ -87,10 +88,6 @@ CLOSURE_FRAC = 0.35  # fraction of a "closed" syllable spent with lips sealed
 
 NOISE_FLOOR = 2e-4  # pause noise, relative to the speech peak
 PEAK = 0.9
-
-
-class AudioError(ValueError):
-    """Bad audio input; the message names the source and the fault."""
 
 
 # --------------------------------------------------------------------------- schedule

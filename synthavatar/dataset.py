@@ -21,16 +21,13 @@ from tqdm import tqdm
 from common.atomic import atomic_write, atomic_write_text
 from synthavatar.clip import render_clip, sample_clip_spec
 from synthavatar.splits import SPLIT_ID, SPLITS
+from common.errors import DataError  # noqa: F401 (raised here, caught by its callers)
 
 CACHE_VERSION = 3  # bump whenever rendering or ground truth changes
 GEN_KEYS = ("seed", "resolution", "fps", "duration", "sample_rate", "min_phases", "max_phases")
 ARRAY_KEYS = ("video", "audio", "joints", "mouth_open", "viseme", "expressiveness", "speaking", "gaze",
               "head", "blink", "action_label")
 META_KEYS = ("prompt", "prompt_text", "prompt_global", "prompt_brief")
-
-
-class DataError(RuntimeError):
-    """A cache file is missing or corrupt; the message names the file."""
 
 
 def gen_settings(data_cfg) -> dict:

@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from common.errors import PromptError  # noqa: F401 (raised here, caught by its callers)
 
 __all__ = [
     "PROMPT_JSON_SCHEMA",
@@ -60,10 +61,6 @@ DEFAULT_MAX_PHASES = 8
 DURATION_TOLERANCE = 1e-6
 # Phase texts longer than this are shortened in error messages.
 _LABEL_TEXT_CHARS = 40
-
-
-class PromptError(ValueError):
-    """A structured prompt is malformed; the message names source and phase."""
 
 
 @dataclass(frozen=True)

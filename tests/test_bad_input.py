@@ -54,3 +54,51 @@ def test_generated_video_with_wrong_shape_or_fps_is_named(tmp_path, tiny_test_sp
     write_video(bad, np.zeros(shape, np.uint8), fps=fps)
     with pytest.raises(VideoError, match=r"clip_00000\.npz: " + fault):
         list(_generated_items([(0, bad)], paths, cfg))
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a crafted checkpoint someone shares could hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _smoke_places(tmp_path):
+    return ["-e", "smoke", "model.preset=tiny", f"run.output_dir={tmp_path / 'runs'}",
+            f"data.root={tmp_path / 'data'}", f"model.codec.cache_dir={tmp_path / 'codec'}"]
+
+
+def test_a_pickled_payload_in_a_ckpt_is_refused_and_never_runs(tmp_path):
+    import torch
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "shared.ckpt"
+    torch.save({"state_dict": {"model.head.head.weight": torch.zeros(2)}, "hparams": _Payload(marker)}, evil)
+    result = run_main("generate", *_smoke_places(tmp_path), "--split", "test", "--weights", str(evil),
+                      "--out", str(tmp_path / "gen"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert not marker.exists()
+    error = result.stderr.strip().splitlines()[-1]
+    assert f"{evil}: refused to load: it pickles posix.system" in error
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_init_from_is_one_line_naming_the_path(tmp_path):
+    result = run_main("fit", *_smoke_places(tmp_path), f"model.init_from={tmp_path / 'no-such-wan'}",
+                      "train.max_steps=1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{tmp_path / 'no-such-wan'}: checkpoint path does not exist" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_truncated_ckpt_is_one_line(tmp_path):
+    from lightning_modules.checkpoints import read_weights
+    from common.errors import CheckpointError
+
+    bad = tmp_path / "step.ckpt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match=r"step\.ckpt: cannot read checkpoint"):
+        read_weights(bad)

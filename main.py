@@ -97,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Options shared by every subcommand live on a parent parser so they can be
     # written after the subcommand name (`main.py data -e demo`).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-e", "--experiment", metavar="NAME",
-                        help="configs/experiment/NAME.yaml, or a path to a yaml file")
+    common.add_argument("-e", "--experiment", metavar="NAME", action="append",
+                        help="configs/experiment/NAME.yaml, a group file (method/NAME, scale/NAME, "
+                             "hardware/NAME, data/NAME) or a path to a yaml file; repeat to compose "
+                             "(later wins)")
     common.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. data.resolution=128")
 
@@ -149,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--reference", metavar="IMAGE", type=Path, help="reference image (png/jpg) ...")
     generate.add_argument("--audio", metavar="WAV", type=Path, help="... with this audio")
     generate.add_argument("--prompt", metavar="FILE", type=Path, help="... and this structured prompt (.json/.txt)")
-    generate.add_argument("--weights", metavar="PATH", help="run dir, .safetensors or .ckpt (default: runs/NAME/fit)")
+    generate.add_argument("--weights", metavar="PATH", help="run dir, .safetensors or .ckpt (default: runs/NAME/fit); "
+                          "without -e, the config.json saved beside the weights is used")
     generate.add_argument("--out", metavar="DIR", type=Path, help="output dir (default: runs/NAME/generate)")
     generate.set_defaults(handler=run_generate, saves_config=True)
 
@@ -194,13 +197,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- main
 
 
+def _experiments(args) -> list:
+    """The -e files, or, when there are none and --weights names exported weights with a config.json
+    beside them (system/weights.py), that saved config: `generate --weights DIR` needs no experiment."""
+    if args.experiment or not getattr(args, "weights", None):
+        return args.experiment or []
+    from system.weights import CONFIG, resolve_weights, weights_config
+    saved = weights_config(args.weights)
+    if saved is None:
+        return []
+    return [(str(resolve_weights(args.weights).parent / CONFIG), saved)]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from common.errors import ActSyncError, ConfigError
     from configs.loader import load_config, save_config
 
     try:
-        cfg = load_config(args.experiment, args.overrides)
+        cfg = load_config(_experiments(args), args.overrides)
         if args.saves_config:
             args.run_dir = Path(cfg.run.output_dir) / cfg.run.name / args.command
             save_config(cfg, args.run_dir)

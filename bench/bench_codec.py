@@ -28,10 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.atomic import atomic_write_text  # noqa: E402
 from configs.loader import load_config  # noqa: E402
-from evaluation import metrics  # noqa: E402
+from datamodules.synth_avatar import SynthAvatarSource  # noqa: E402
 from evaluation.evaluator import score_set, window_features  # noqa: E402
 from evaluation.probe_train import get_probe  # noqa: E402
-from models.codec import CodecConfig, build_codec  # noqa: E402
+from evaluation.tables import to_markdown  # noqa: E402
+from models.codec import CodecConfig  # noqa: E402
+from models.codec_factory import build_codec  # noqa: E402
 from synthavatar.dataset import ensure_split, is_complete, load_clip  # noqa: E402
 
 SWEEP = [dict(channels=16), dict(channels=96), dict(temporal_stride=2), dict(spatial_stride=4)]
@@ -117,11 +119,12 @@ def summary(result: dict) -> dict:
 
 def bench_codec(overrides: dict, cfg, probe, clips, T: int, gt_feats, cache_root: Path) -> dict:
     codec_cfg = CodecConfig(**(overrides | {"cache_dir": str(cache_root / "codec")}))
+    frames = SynthAvatarSource(cfg.data).fit_frames(codec_cfg.fit_clips, progress=False)
     start = time.perf_counter()
-    codec = build_codec(codec_cfg, cfg.data, progress=False)
+    codec = build_codec(codec_cfg, frames, progress=False)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
-    build_codec(codec_cfg, cfg.data, progress=False)
+    build_codec(codec_cfg, frames, progress=False)
     load_s = time.perf_counter() - start
     info = json.loads(next((cache_root / "codec").glob("*.json")).read_text())
     items, regions = reconstruct(codec, clips, T)
@@ -170,7 +173,7 @@ def markdown(report: dict) -> str:
     table |= {row["codec"]: {k: tuple(v) for k, v in row["eval"].items()} for row in report["codecs"]}
     table |= {name: {k: tuple(v) for k, v in row.items()} for name, row in report["references"].items()}
     lines += ["", "Evaluator metrics of the reconstructed test clips (the codec's ceiling) vs the ground truth "
-              "(mean ± std over clips; FVD against the ground-truth set):", "", metrics.to_markdown(table)]
+              "(mean ± std over clips; FVD against the ground-truth set):", "", to_markdown(table)]
     default, gt = report["codecs"][0], report["ground_truth"]
     keep = ", ".join(f"{k} {default['eval'][k][0] / gt[k][0]:.0%}" for k in ("sync_c", "h_at_s", "aa", "tc", "csim"))
     floor = report["references"]["ground truth, next clip's audio"]["sync_c"][0]

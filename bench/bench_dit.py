@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_synthavatar import machine  # noqa: E402
 from common.atomic import atomic_write_text  # noqa: E402
-from models.audio import AudioConfig  # noqa: E402
+from models.audio_config import AudioConfig  # noqa: E402
+from models.contracts import Conditions  # noqa: E402
 from models.dit import WanDiT  # noqa: E402
 from models.dit_config import preset_config  # noqa: E402
 from models.frames import num_video_frames  # noqa: E402
@@ -40,11 +41,12 @@ def inputs(batch: int, channels: int, frames: int, size: int) -> tuple:
     x = torch.randn(batch, channels, frames, size, size)
     t = torch.rand(batch, 1).expand(batch, frames).clone()
     t[:, 0] = 0
-    cond = {"text": torch.randn(batch, TEXT_LEN, TEXT_DIM), "text_mask": torch.ones(batch, TEXT_LEN, dtype=torch.bool),
-            "text_phase": torch.randint(0, 4, (batch, TEXT_LEN)),
-            "text_window": torch.rand(batch, TEXT_LEN, 2).sort(-1).values,
-            "text_is_phase": torch.rand(batch, TEXT_LEN) > 0.3,
-            "audio": torch.randn(batch, num_video_frames(frames, 4, True), 81)}
+    cond = Conditions(text=torch.randn(batch, TEXT_LEN, TEXT_DIM),
+                      text_mask=torch.ones(batch, TEXT_LEN, dtype=torch.bool),
+                      text_phase=torch.randint(0, 4, (batch, TEXT_LEN)),
+                      text_window=torch.rand(batch, TEXT_LEN, 2).sort(-1).values,
+                      text_is_phase=torch.rand(batch, TEXT_LEN) > 0.3,
+                      audio=torch.randn(batch, num_video_frames(frames, 4, True), 81))
     return x, t, cond
 
 

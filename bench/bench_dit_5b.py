@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gpu_env import cuda_sync, write_phase  # noqa: E402
-from models.audio import AudioConfig  # noqa: E402
+from models.audio_config import AudioConfig  # noqa: E402
+from models.contracts import Conditions  # noqa: E402
 from models.dit import WanDiT  # noqa: E402
 from models.dit_config import preset_config  # noqa: E402
 from models.frames import num_video_frames  # noqa: E402
@@ -61,13 +62,13 @@ def inputs(shape: dict, batch: int, device) -> tuple:
     base = Lt // 8
     phase = ((torch.arange(Lt) - base).clamp(min=0) * 4 // max(Lt - base, 1) + 1) * (torch.arange(Lt) >= base)
     start = (phase - 1).clamp(min=0) / 4.0
-    cond = {"text": torch.randn(batch, Lt, shape["text_dim"], generator=g),
-            "text_mask": torch.ones(batch, Lt, dtype=torch.bool),
-            "text_phase": phase.expand(batch, Lt).clone(),
-            "text_window": torch.stack([start, start + 0.25], -1).expand(batch, Lt, 2).clone(),
-            "text_is_phase": (phase > 0).expand(batch, Lt).clone(),
-            "audio": torch.randn(batch, num_video_frames(F, 4, True), shape["audio_dim"], generator=g)}
-    return x.to(device), t.to(device), {k: v.to(device) for k, v in cond.items()}
+    cond = Conditions(text=torch.randn(batch, Lt, shape["text_dim"], generator=g),
+                      text_mask=torch.ones(batch, Lt, dtype=torch.bool),
+                      text_phase=phase.expand(batch, Lt).clone(),
+                      text_window=torch.stack([start, start + 0.25], -1).expand(batch, Lt, 2).clone(),
+                      text_is_phase=(phase > 0).expand(batch, Lt).clone(),
+                      audio=torch.randn(batch, num_video_frames(F, 4, True), shape["audio_dim"], generator=g))
+    return x.to(device), t.to(device), cond.to(device)
 
 
 def timed(fn, device, repeats: int) -> float:

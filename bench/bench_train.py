@@ -24,13 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_synthavatar import machine  # noqa: E402
 from common.atomic import atomic_write_text  # noqa: E402
 from configs.loader import load_config  # noqa: E402
-from datamodules.synth_avatar import SynthAvatarDataset, collate  # noqa: E402
-from lightning_modules.fit import build_system  # noqa: E402
+from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
+
 from lightning_modules.flow_module import AvatarFlowModule, step_generator  # noqa: E402
-
-
-def to_device(batch: dict, device: str) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+from system.build import build_system  # noqa: E402
 
 
 def measure(cfg, steps: int, warmup: int, device: str) -> dict:
@@ -38,9 +35,10 @@ def measure(cfg, steps: int, warmup: int, device: str) -> dict:
     module = AvatarFlowModule(system.cfg, system.model, system.encoder).to(device)
     module.encoder.to(device)
     optimizer = module.configure_optimizers()["optimizer"]
-    dataset = SynthAvatarDataset(cfg.data, "train")
+    dataset = system.source.dataset("train")  # data.kind's source (the data split exists after build_system)
     size = cfg.data.batch_size
-    batches = [to_device(collate([dataset[(i * size + j) % len(dataset)] for j in range(size)]), device)
+    batches = [move_data_to_device(system.source.collate([dataset[(i * size + j) % len(dataset)]
+                                                          for j in range(size)]), device)
                for i in range(steps + warmup)]
     times, tokens = [], 0
     # bf16-mixed as Lightning runs it: weights fp32, the forward under bf16 autocast.

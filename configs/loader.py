@@ -9,8 +9,13 @@ Merge order (later wins)::
                                                   runs/.../resolved_config.yaml)
       <- command-line dotlist                    (data.resolution=128 eval.probe.steps=20)
 
-An experiment yaml may start with ``extends: OTHER`` (a name or path): OTHER is
-merged first, so an ablation row is a few lines on top of the config it changes.
+Experiments are composed from groups (configs/<group>/<name>.yaml): ``method/`` (a paper row: only
+what the paper changes), ``scale/`` (tiny, demo, synth, 5b: sizes, codec, training length), ``data/``
+and ``hardware/`` (strategy, precision, devices). A yaml may start with ``extends: OTHER`` or
+``extends: [A, B, ...]`` (names or paths): those are merged first, in order. A name is looked up as
+configs/<name>.yaml (``scale/synth``), then beside the file that names it (``actavatar_stage2`` inside
+method/), then configs/experiment/<name>.yaml. ``-e`` may be given several times
+(``-e method/actavatar_stage2 -e scale/5b -e hardware/zero3``): later files win.
 
 Every source is checked against the schema *before* it is merged, so an
 unknown or misspelt key (nested too) fails at start-up with a ``ConfigError``
@@ -41,7 +46,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.atomic import atomic_write_text
 from configs.schema import Config, check_config
-from common.errors import ConfigError  # noqa: F401 (raised here, caught by its callers)
+from common.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent
 REPO_ROOT = CONFIG_DIR.parent
@@ -54,16 +59,20 @@ COMMAND_LINE = "command line"
 # --------------------------------------------------------------------------- public API
 
 
-def load_config(experiment: "str | os.PathLike | None" = None,
+def load_config(experiment: "str | os.PathLike | Sequence | None" = None,
                 overrides: Sequence[str] = ()) -> DictConfig:
     """Return the validated, typed config for ``experiment`` plus ``overrides``.
 
-    ``experiment`` is a name under ``configs/experiment/`` or a path to a yaml
-    file; ``overrides`` are ``key=value`` strings.  Raises ``ConfigError``.
+    ``experiment`` is a name (``demo``, ``method/actavatar_stage2``), a path to a yaml file, or a list
+    of them merged in order; ``overrides`` are ``key=value`` strings.  Raises ``ConfigError``.
     """
     sources = [(display_path(BASE_YAML), _read_yaml(BASE_YAML))]
-    if experiment:
-        sources += _experiment_sources(resolve_experiment(experiment), chain=())
+    experiments = [experiment] if isinstance(experiment, (str, os.PathLike)) else list(experiment or [])
+    for name in experiments:
+        if isinstance(name, tuple):  # (source, data): a config saved as data, e.g. config.json beside weights
+            sources.append(name)
+            continue
+        sources += _experiment_sources(resolve_experiment(name), chain=())
     if overrides:
         sources.append((COMMAND_LINE, _parse_dotlist(overrides)))
 
@@ -73,8 +82,25 @@ def load_config(experiment: "str | os.PathLike | None" = None,
         _check_keys(data, Config, source, prefix="")
         cfg = _merge(cfg, data, source)
         origin.update((key, source) for key in _leaf_keys(data, prefix=""))
+    _derive_audio_rates(cfg, origin)
     _check_values(cfg, origin)
     return cfg
+
+
+# model.audio.<key> is not a knob: it is the data's rate (one source of truth, so they cannot disagree).
+DERIVED_AUDIO = {"fps": "data.fps", "sample_rate": "data.sample_rate"}
+
+
+def _derive_audio_rates(cfg: DictConfig, origin: dict[str, str]) -> None:
+    """Copy data.fps / data.sample_rate into model.audio; a yaml that sets a different value is an error
+    (a saved resolved config repeats the same value and passes)."""
+    for key, data_key in DERIVED_AUDIO.items():
+        full_key = f"model.audio.{key}"
+        wanted = OmegaConf.select(cfg, data_key)
+        if full_key in origin and cfg.model.audio[key] != wanted:
+            raise ConfigError(f"{origin[full_key]}: '{full_key}' ({cfg.model.audio[key]}) is taken from "
+                              f"'{data_key}' ({wanted}); set {data_key} instead")
+        cfg.model.audio[key] = wanted
 
 
 def save_config(cfg: DictConfig, run_dir: "str | os.PathLike") -> Path:
@@ -95,10 +121,22 @@ def available_experiments() -> list[str]:
     return sorted(path.stem for path in EXPERIMENT_DIR.glob("*.yaml"))
 
 
-def resolve_experiment(experiment: "str | os.PathLike") -> Path:
-    """Map an experiment name or yaml path to an existing file, or raise ``ConfigError``."""
+def available_groups() -> list[str]:
+    """Group files accepted by ``-e`` and ``extends``: configs/<group>/<name>.yaml, e.g. 'scale/synth'."""
+    return sorted(f"{path.parent.name}/{path.stem}" for path in CONFIG_DIR.glob("*/*.yaml")
+                  if path.parent.name != "experiment")
+
+
+def resolve_experiment(experiment: "str | os.PathLike", near: Path | None = None) -> Path:
+    """Map an experiment name, group file name or yaml path to an existing file, or raise ``ConfigError``.
+    `near`: the file that names it (bare names are looked up beside it first)."""
     text = str(experiment)
     available = ", ".join(available_experiments()) or "none"
+    if not text.endswith((".yaml", ".yml")):
+        candidates = [CONFIG_DIR / f"{text}.yaml"] + ([near.parent / f"{text}.yaml"] if near else [])
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is not None:
+            return found
     if _looks_like_path(text):
         path = Path(text).expanduser()
         if not path.is_file():
@@ -109,7 +147,8 @@ def resolve_experiment(experiment: "str | os.PathLike") -> Path:
     if not path.is_file():
         hint = _closest(text, available_experiments())
         raise ConfigError(f"unknown experiment '{text}'{hint}; available experiments: "
-                          f"{available} (in {display_path(EXPERIMENT_DIR)}/)")
+                          f"{available} (in {display_path(EXPERIMENT_DIR)}/); groups: "
+                          f"{', '.join(available_groups())}")
     return path
 
 
@@ -160,16 +199,21 @@ def _experiment_sources(path: Path, chain: tuple) -> list[tuple[str, dict]]:
     if path.resolve() in chain:
         raise ConfigError(f"{source}: 'extends' loops back to itself")
     data = _read_yaml(path)
-    parent = data.pop("extends", None)
-    if parent is None:
+    parents = data.pop("extends", None)
+    if parents is None:
         return [(source, data)]
-    if not isinstance(parent, str):
-        raise ConfigError(f"{source}: 'extends' must be one experiment name or path, got {parent!r}")
-    try:
-        parent_path = resolve_experiment(parent)
-    except ConfigError as error:
-        raise ConfigError(f"{source}: extends: {error}") from error
-    return _experiment_sources(parent_path, chain + (path.resolve(),)) + [(source, data)]
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"{source}: 'extends' must be an experiment/group name or path, or a list of "
+                          f"them, got {parents!r}")
+    merged = []
+    for parent in parents:
+        try:
+            parent_path = resolve_experiment(parent, near=path)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: extends: {error}") from error
+        merged += _experiment_sources(parent_path, chain + (path.resolve(),))
+    return merged + [(source, data)]
 
 
 def _parse_dotlist(overrides: Sequence[str]) -> dict:

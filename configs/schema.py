@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from typing import Iterator, Optional, get_type_hints
 
-from models.audio import AudioConfig
+from datamodules.sources import DATA_SOURCE_KINDS
+from models.audio_config import AudioConfig
 from models.codec import CodecConfig
 from models.dit_config import PRESETS, DiTConfig, preset_config
 from models.flow_matching import FlowMatchingConfig
@@ -66,8 +67,10 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    """SynthAvatar generation (cached on disk) and data loading."""
+    """The data source (`kind`, datamodules/sources.py), its settings and data loading. fps and
+    sample_rate are the clips' rates; the model's audio section takes them from here (configs/loader.py)."""
 
+    kind: str = "synthavatar"  # the data source; registered kinds: datamodules/sources.py DATA_SOURCE_KINDS
     root: str = "cache/synthavatar"  # generated clips are cached here
     seed: int = 0  # generation seed; clips are a pure function of (seed, split, index)
     resolution: int = 64  # square frame side in pixels
@@ -86,6 +89,8 @@ class DataConfig:
 
     def check(self) -> list[Problem]:
         problems = []
+        if self.kind not in DATA_SOURCE_KINDS:
+            problems.append(("kind", f"unknown data source {self.kind!r}; registered: {sorted(DATA_SOURCE_KINDS)}"))
         # Multiples of 32 let conv encoders halve the frame up to 5 times exactly.
         if self.resolution <= 0 or self.resolution % 32 != 0:
             problems.append(("resolution", "must be a positive multiple of 32, e.g. 64, 128 or 256 "

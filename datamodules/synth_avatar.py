@@ -1,25 +1,31 @@
-"""LightningDataModule over the cached SynthAvatar splits.
+"""SynthAvatar as a data source (data.kind = synthavatar): the cached procedural splits behind the core's
+`ClipBatch` contract.
 
 Each sample: video float (T, 3, H, W) in [-1, 1], audio float (N,), reference image (3, H, W) = first
-frame, the structured prompt (JSON form, text rendering, flat global prompt, brief caption) and the
-ground truth (joints, mouth opening, viseme, gaze, head pose, blink, expressiveness, per-frame action
-label, region masks). `collate` stacks tensors and pads the variable number of phases to the batch
-maximum with a mask (phase windows in seconds and normalised, action labels, texts).
-`prepare_data` generates missing clips (once, on rank 0); `setup` only reads.
+frame, the structured prompt (JSON form), the region masks (T, R, H, W) of synthavatar.render.REGIONS and
+the ground truth (joints, mouth opening, viseme, gaze, head pose, blink, expressiveness, per-frame action
+label) that only evaluators read. `collate` stacks tensors and adds the phase table to the ground truth,
+padded to the batch's largest number of phases (windows in seconds and normalised, action labels, texts,
+a mask of the real ones). `prepare` generates missing clips (once, on rank 0); `dataset` only reads.
+Trade-off: the region masks ride in the batch for every run (8x packed on disk, small at 64 px) rather
+than only when the localisation loss is on, so one collate serves every config.
 """
 from __future__ import annotations
 
-import lightning as L
+from typing import Iterator
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from datamodules.samplers import StepSampler
+from datamodules.sources import DataSource
+from models.contracts import ClipBatch
 from synthavatar.actions import ACTION_LABEL
-from synthavatar.dataset import clip_paths, ensure_split, load_clip
+from synthavatar.dataset import CACHE_VERSION, clip_paths, ensure_split, gen_settings, load_clip
+from synthavatar.render import REGIONS
 
 GT_KEYS = ("joints", "mouth_open", "viseme", "gaze", "head", "blink", "expressiveness", "speaking",
-           "action_label", "masks")
+           "action_label")
 TEXT_KEYS = ("prompt_text", "prompt_global", "prompt_brief")
 
 
@@ -34,20 +40,16 @@ class SynthAvatarDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         clip = load_clip(self.paths[index])
         video = torch.from_numpy(clip["video"]).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (T, 3, H, W)
-        sample = {"index": index, "video": video, "reference": video[0].clone(),
-                  "audio": torch.from_numpy(clip["audio"]), "prompt": clip["prompt"],
-                  "gt": {k: torch.from_numpy(np.asarray(clip[k])) for k in GT_KEYS}}
-        return sample | {k: clip[k] for k in TEXT_KEYS}
+        return {"index": index, "video": video, "reference": video[0].clone(),
+                "audio": torch.from_numpy(clip["audio"]), "prompt": clip["prompt"],
+                "masks": torch.from_numpy(clip["masks"]),
+                "gt": {k: torch.from_numpy(np.asarray(clip[k])) for k in GT_KEYS}}
 
 
-def collate(samples: list[dict]) -> dict:
+def collate(samples: list[dict]) -> ClipBatch:
     """Stack tensors; pad phases to the longest prompt in the batch (phase_mask marks real ones)."""
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("video", "reference", "audio")}
-    batch["index"] = torch.tensor([s["index"] for s in samples])
-    batch["gt"] = {k: torch.stack([s["gt"][k] for s in samples]) for k in samples[0]["gt"]}
-    for key in TEXT_KEYS + ("prompt",):
-        batch[key] = [s[key] for s in samples]
-    batch["base_text"] = [s["prompt"]["base"] for s in samples]
+    stack = lambda key: torch.stack([s[key] for s in samples])  # noqa: E731
+    truth = {k: torch.stack([s["gt"][k] for s in samples]) for k in samples[0]["gt"]}
     P = max(len(s["prompt"]["phases"]) for s in samples)
     B = len(samples)
     windows, mask = torch.zeros(B, P, 2), torch.zeros(B, P, dtype=torch.bool)
@@ -60,44 +62,48 @@ def collate(samples: list[dict]) -> dict:
         mask[b, : len(phases)] = True
         texts.append([p["text"] for p in phases] + [""] * (P - len(phases)))
     durations = torch.tensor([s["prompt"].get("duration") or 1.0 for s in samples])
-    batch.update(phase_windows=windows, phase_windows_norm=windows / durations[:, None, None],
-                 phase_mask=mask, phase_actions=actions, phase_texts=texts)
-    return batch
+    truth.update(phase_windows=windows, phase_windows_norm=windows / durations[:, None, None],
+                 phase_mask=mask, phase_actions=actions)
+    truth["phase_texts"] = texts
+    return ClipBatch(reference=stack("reference"), prompt=[s["prompt"] for s in samples], audio=stack("audio"),
+                     video=stack("video"), region_masks=stack("masks"), region_names=REGIONS,
+                     index=torch.tensor([s["index"] for s in samples]), ground_truth=truth)
 
 
-class SynthAvatarDataModule(L.LightningDataModule):
-    """`train_steps` > 0: the train loader follows the global step (datamodules/samplers.py) so
-    resumed runs see the same batches; otherwise a plain shuffled loader."""
+class SynthFitFrames:
+    """The first `num_clips` train clips, for the PCA SynthCodec (models/codec_synth.py)."""
 
-    def __init__(self, data_cfg, train_steps: int = 0, seed: int = 0):
-        super().__init__()
-        self.data_cfg = data_cfg
-        self.train_steps, self.seed = train_steps, seed
-        self.datasets: dict[str, SynthAvatarDataset] = {}
+    def __init__(self, data_cfg, num_clips: int, paths):
+        self.paths = paths[:num_clips]
+        self.num_clips = num_clips
+        # Same fields as the codec cache key has always hashed, so existing cached codecs stay valid.
+        self.fingerprint = {"data": gen_settings(data_cfg), "data_version": CACHE_VERSION, "clips": int(num_clips)}
 
-    def prepare_data(self) -> None:
-        for split in ("train", "val", "test"):
-            ensure_split(self.data_cfg, split)
+    def videos(self) -> Iterator[np.ndarray]:
+        return (load_clip(path)["video"] for path in self.paths)
 
-    def setup(self, stage: str | None = None) -> None:
-        self.datasets = {s: SynthAvatarDataset(self.data_cfg, s) for s in ("train", "val", "test")}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.data_cfg["batch_size"], shuffle=shuffle,
-                          num_workers=self.data_cfg["loader_workers"], collate_fn=collate)
+class SynthAvatarSource(DataSource):
+    kind = "synthavatar"
+    region_names = REGIONS
 
-    def train_dataloader(self) -> DataLoader:
-        if not self.train_steps:
-            return self._loader("train", True)
-        trainer = self.trainer
-        sampler = StepSampler(len(self.datasets["train"]), self.data_cfg["batch_size"], self.train_steps,
-                              self.seed, trainer.global_rank, trainer.world_size,
-                              start_step=lambda: trainer.global_step)
-        return DataLoader(self.datasets["train"], batch_size=self.data_cfg["batch_size"], sampler=sampler,
-                          num_workers=self.data_cfg["loader_workers"], collate_fn=collate)
+    def prepare(self, split: str, progress: bool = True) -> None:
+        ensure_split(self.cfg, split, progress)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+    def dataset(self, split: str) -> SynthAvatarDataset:
+        return SynthAvatarDataset(self.cfg, split)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def collate(self, samples: list[dict]) -> ClipBatch:
+        return collate(samples)
+
+    def fit_frames(self, max_clips: int = 0, progress: bool = True) -> SynthFitFrames:
+        paths = ensure_split(self.cfg, "train", progress)
+        num_clips = len(paths) if max_clips == 0 else min(max_clips, len(paths))
+        return SynthFitFrames(self.cfg, num_clips, paths)
+
+    def prompt_texts(self, split: str = "train", progress: bool = True) -> list[str]:
+        texts = []
+        for path in ensure_split(self.cfg, split, progress):
+            clip = load_clip(path)
+            texts += [clip[k] for k in TEXT_KEYS]
+        return texts

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation import metrics
+from evaluation.tables import to_markdown
 from evaluation.evaluator import score_set, window_features
 from evaluation.probe_train import get_probe
-from evaluation.video_io import VideoError, read_video
+from common.video_io import VideoError, read_video
 from common.atomic import atomic_write_text
 from synthavatar.dataset import ensure_split, load_clip, split_size
 
@@ -86,7 +86,7 @@ def evaluate(cfg, split: str, videos: Path | None, progress: bool = True) -> dic
 
 
 def write_results(result: dict, out_dir: Path) -> str:
-    table = metrics.to_markdown({result["label"]: result["summary"]})
+    table = to_markdown({result["label"]: result["summary"]})
     probe = result["probe"]
     note = (f"\nProbe (held-out test identities): joint error {probe.get('test_joint_error_px')} px, "
             f"mouth R2 {probe.get('test_mouth_r2')}, action frame accuracy {probe.get('test_action_frame_acc')}.\n")
@@ -105,7 +105,7 @@ def cmd_evaluate(cfg, args) -> int:
         # One table: the generated videos next to the ground truth of the same split (the ceiling).
         reference = evaluate(cfg, args.split, None, progress=False)
         table = {result["label"]: result["summary"], "ground truth": reference["summary"]}
-        text = metrics.to_markdown(table) + text[text.index("\nProbe"):]
+        text = to_markdown(table) + text[text.index("\nProbe"):]
         atomic_write_text(out_dir / "comparison.md", text)
     print(text)
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'metrics.md'}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from evaluation import metrics
+from evaluation.tables import summarize
 from synthavatar import audio
 from synthavatar.actions import ACTION_LABEL
 
@@ -74,7 +75,7 @@ def score_set(probe, items, cfg, gt_features=None, progress=None) -> dict:
         rows.append({"clip": name} | row)
         if progress is not None:
             progress.update()
-    summary = metrics.summarize(rows)
+    summary = summarize(rows)
     if feats:
         feats = np.concatenate(feats)
         reference = feats if gt_features is None else gt_features()

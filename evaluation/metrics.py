@@ -22,6 +22,7 @@ the papers use:
 * ``expressiveness_corr`` -> correlation between body motion energy and the
   speech emphasis track (no paper equivalent: SynthAvatar knows the emphasis).
 
+Aggregation over clips/seeds and the markdown tables live in evaluation/tables.py.
 Everything here is pure numpy/scipy so the metrics can be computed and unit
 tested without torch or a GPU.  ``docs/metrics.md`` lists formulas, ranges and
 best values.
@@ -30,8 +31,7 @@ best values.
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.linalg
@@ -39,7 +39,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import gaussian_filter, uniform_filter1d
 
 __all__ = [
-    "METRIC_DIRECTIONS",
     "sync_scores",
     "temporal_iou",
     "label_segments",
@@ -51,24 +50,8 @@ __all__ = [
     "pearson",
     "expressiveness_corr",
     "identity_similarity",
-    "summarize",
-    "to_markdown",
 ]
 
-# True = higher is better (arrow up), False = lower is better (arrow down).
-METRIC_DIRECTIONS: dict[str, bool] = {
-    "sync_c": True,
-    "sync_d": False,
-    "h_at_s": True,
-    "aa": True,
-    "tc": True,
-    "csim": True,
-    "psnr": True,
-    "ssim": True,
-    "fvd": False,
-    "expressiveness": True,
-    "abs_offset": False,
-}
 
 
 # --------------------------------------------------------------------------
@@ -442,64 +425,3 @@ def identity_similarity(ref_emb: np.ndarray, frame_embs: np.ndarray) -> float:
     dots = embs @ ref  # (T,)
     cos = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
     return float(cos.mean())
-
-
-# --------------------------------------------------------------------------
-# Aggregation and reporting
-# --------------------------------------------------------------------------
-
-
-def _is_number(v) -> bool:
-    # bool is an int subclass but a flag, not a score; skip it.
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def summarize(rows: Sequence[Mapping]) -> dict[str, tuple[float, float]]:
-    """Mean and (population, ddof=0) std per numeric key over rows (e.g. clips or seeds).
-
-    Keys keep their first-seen order; non-numeric values (lists, strings,
-    bools) are skipped; a key missing from some rows is averaged over the rows
-    that have it; NaNs are ignored (all-NaN gives NaN).
-    Returns {key: (mean, std)}, one row of the table for ``to_markdown``.
-    """
-    values: dict[str, list[float]] = {}
-    for row in rows:
-        for key, v in row.items():
-            if _is_number(v):
-                values.setdefault(key, []).append(float(v))
-    out = {}
-    for key, vs in values.items():
-        arr = np.asarray(vs)
-        finite = arr[~np.isnan(arr)]
-        out[key] = (float(finite.mean()), float(finite.std())) if finite.size else (math.nan, math.nan)
-    return out
-
-
-def _format_cell(value, digits: int) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, (tuple, list)):
-        mean, std = value
-        return f"{mean:.{digits}f} ± {std:.{digits}f}"
-    return f"{value:.{digits}f}"
-
-
-def to_markdown(table: Mapping[str, Mapping[str, tuple[float, float]]], digits: int = 3) -> str:
-    """Markdown table: one row per run/variant, one column per metric ("mean ± std").
-
-    Metric headers get ↑ (higher is better) or ↓ (lower is better) for the
-    metrics in ``METRIC_DIRECTIONS``; unknown metrics get no arrow.  Columns
-    are the union of metric keys in first-seen order; missing cells show "–".
-    A plain float instead of a (mean, std) pair is printed alone.
-    """
-    columns: list[str] = []
-    for metrics in table.values():
-        columns += [k for k in metrics if k not in columns]
-    header = ["run"] + [
-        f"{c} {'↑' if METRIC_DIRECTIONS[c] else '↓'}" if c in METRIC_DIRECTIONS else c for c in columns
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run, metrics in table.items():
-        cells = [str(run).replace("|", "\\|")] + [_format_cell(metrics.get(c), digits) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

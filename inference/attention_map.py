@@ -1,6 +1,6 @@
 """ActAvatar Fig. 4: how much text cross-attention each latent frame gives to each prompt block.
 
-Pure computation (no I/O). Input: the DiT's recorded attention, `aux["text_attention"][layer]` (B, L, Lt)
+Pure computation (no I/O). Input: the DiT's recorded attention, `AuxOutputs.text_attention[layer]` (B, L, Lt)
 head-averaged probabilities (models/dit_layers.py TextCrossAttention._probs), with video tokens in the
 DiT's frame-major order L = F' * h' * w' (`patch_embedding(x).flatten(2)` over (F', H', W'), F' = F / pt
 latent frames after temporal patching), and the prompt's token tags `text_phase` (B, Lt) (0 = base block,
@@ -51,7 +51,7 @@ def frame_phase_mass(attention: Mapping[int, torch.Tensor] | Sequence[torch.Tens
     layers, maps = _layers(attention)
     if not maps:
         raise ValueError("frame_phase_mass: no attention maps (was the DiT called with "
-                         "cond['record_text_attention']=True and return_aux=True?)")
+                         "Conditions.record_text_attention=True and return_aux=True?)")
     probs = torch.stack([m.detach().to(torch.float64) for m in maps]).mean(0)  # (B, L, Lt), mean over layers
     B, L, Lt = probs.shape
     if L % num_frames:

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from configs.loader import ConfigError
-from lightning_modules.checkpoints import resolve_weights
+from system.weights import resolve_weights
 
 
 def _mode(args) -> str:
@@ -43,7 +43,7 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True)
     """Generate `requests` (inference/requests.py) into out_dir; returns the mp4 paths."""
     from inference.outputs import ClipWriter
     from inference.requests import batches
-    from synthavatar.audio import AudioError
+    from common.errors import AudioError
 
     s = generator.cfg.sample
     codec = generator.codec

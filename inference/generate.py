@@ -1,6 +1,6 @@
 """Generation: trained weights + (reference image, audio, structured prompt) -> video frames.
 
-`Generator` rebuilds the system from the config (lightning_modules/fit.py build_system), loads the
+`Generator` rebuilds the system from the config (system/build.py build_system), loads the
 weights a fit wrote (EMA when on), encodes the conditions exactly as in training, samples latents with
 the flow-matching sampler (models/sampling.py: Euler/Heun, dual text/audio CFG) starting from noise
 seeded per clip, keeps latent frame 0 = the encoded reference, and decodes. The codec models T' = 4n+1
@@ -12,7 +12,7 @@ one more latent frame instead would sample a length the model never saw in train
 sampled latents are noised back to the fixed mid timestep t = 0.5 (x_t = 0.5 x0 + 0.5 noise, latent frame
 0 kept clean at t = 0 as in sampling; noise seeded per clip with seed + ATTENTION_SEED_OFFSET, so the
 numbers are reproducible and independent of the sampling noise), fully conditioned (no CFG branches), with
-cond["record_text_attention"] = True; inference/attention_map.py reduces the recorded maps per frame and
+Conditions.record_text_attention = True; inference/attention_map.py reduces the recorded maps per frame and
 prompt block. Trade-off: one timestep instead of an average over the sampling trajectory costs 1 forward
 pass instead of `steps`, and t = 0.5 is where the prompt still shapes the motion while the clip's content
 is already fixed by the latents being analysed.
@@ -27,38 +27,19 @@ import torch
 from dataclasses import dataclass
 
 from inference.attention_map import PhaseMass, frame_phase_mass, patch_frame_seconds
-from lightning_modules.checkpoints import CheckpointError, read_weights, resolve_weights
+from common.errors import CheckpointError
+from system.build import build_system, load_text_encoder
+from system.weights import read_weights, resolve_weights
 from models.flow_matching import frame_timesteps, noisy_latents
-from models.sampling import sample
+from models.contracts import ClipBatch, Conditions
+from system.sampling import sample_latents, to_uint8_frames
 
 ATTENTION_T = 0.5  # the fixed timestep of the attention pass
 ATTENTION_SEED_OFFSET = 1_000_003  # attention-pass noise seed = clip seed + this
 
 
-@torch.no_grad()
-def sample_latents(model, encoder, batch: dict, num_frames: int, seeds: list[int], cfg):
-    """The one sampling sequence (generation and validation samples): conditions encoded as in training,
-    noise seeded per clip, the configured sampler and guidance, latent frame 0 = the reference.
-    -> latents (B, C, F, h, w), the conditions used, the number of modelled frames T'."""
-    first, cond, kept = encoder.prepare_inference(batch, num_frames)
-    F = encoder.codec.num_latent_frames(kept)
-    noise = torch.stack([torch.randn((first.shape[1], F) + tuple(first.shape[3:]),
-                                     generator=torch.Generator().manual_seed(seed)) for seed in seeds])
-    s = cfg.sample
-    latents = sample(model, noise.to(first), cond, steps=s.steps, solver=s.solver, shift=cfg.train.flow.shift,
-                     text_scale=s.text_scale, audio_scale=s.audio_scale, first_frame=first)
-    return latents, cond, kept
-
-
-def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """(B, 3, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3)."""
-    frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return frames.permute(0, 2, 3, 4, 1).cpu().numpy()
-
-
 class Generator:
     def __init__(self, cfg, weights: str | Path | None = None, progress: bool = True):
-        from lightning_modules.fit import build_system
         self.system = build_system(cfg, progress=progress, load_init=False)
         self.cfg = self.system.cfg
         source = weights or Path(cfg.run.output_dir) / cfg.run.name / "fit"
@@ -72,15 +53,16 @@ class Generator:
             raise CheckpointError(f"{resolve_weights(source)}: does not fit the model of this config "
                                   f"(are model.* the same as in the run that wrote it?): {' '.join(first)}") from None
         self.encoder = self.system.encoder.eval()
+        load_text_encoder(self.encoder, source, required=True)  # the learned-text ablation's trained table
         self.codec = self.encoder.codec
 
     @torch.no_grad()
-    def latents(self, batch: dict, num_frames: int, seeds: list[int]) -> tuple[torch.Tensor, dict, int]:
+    def latents(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> tuple[torch.Tensor, Conditions, int]:
         """Sampled latents (B, C, F, h, w), the conditions used, and the number of modelled frames T'."""
         return sample_latents(self.model, self.encoder, batch, num_frames, seeds, self.cfg)
 
     @torch.no_grad()
-    def generate(self, batch: dict, num_frames: int, seeds: list[int]) -> "Generated":
+    def generate(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> "Generated":
         """Sample and decode: the uint8 video plus the latents and conditions it came from."""
         latents, cond, kept = self.latents(batch, num_frames, seeds)
         video = to_uint8_frames(self.codec.decode(latents))[:, :kept]
@@ -90,12 +72,12 @@ class Generator:
         return Generated(video, latents, cond, kept)
 
     @torch.no_grad()
-    def frames(self, batch: dict, num_frames: int, seeds: list[int]) -> np.ndarray:
+    def frames(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> np.ndarray:
         """uint8 video (B, num_frames, H, W, 3): decoded latents, last frame held to num_frames."""
         return self.generate(batch, num_frames, seeds).frames
 
     @torch.no_grad()
-    def text_attention(self, latents: torch.Tensor, cond: dict, seeds: list[int],
+    def text_attention(self, latents: torch.Tensor, cond: Conditions, seeds: list[int],
                        t: float = ATTENTION_T) -> tuple[PhaseMass, torch.Tensor]:
         """Text cross-attention mass per frame and prompt block of clips with these latents (B, C, F, h, w)
         (one forward pass at timestep t, see the module docstring), and each DiT frame's time in seconds."""
@@ -105,9 +87,9 @@ class Generator:
         t_frames = frame_timesteps(torch.full((B,), t, device=latents.device, dtype=latents.dtype), F, True)
         keep = torch.ones(B, dtype=torch.bool, device=latents.device)
         _, aux = self.model(noisy_latents(latents, noise, t_frames), t_frames,
-                            dict(cond, record_text_attention=True, keep_text=keep, keep_audio=keep), return_aux=True)
+                            cond.replace(record_text_attention=True, keep_text=keep, keep_audio=keep), return_aux=True)
         pt = self.model.patch_size[0]
-        mass = frame_phase_mass(aux["text_attention"], cond["text_phase"], cond.get("text_mask"), F // pt)
+        mass = frame_phase_mass(aux.text_attention, cond.text_phase, cond.text_mask, F // pt)
         seconds = patch_frame_seconds(self.codec.latent_frame_seconds(F, self.cfg.data.fps), pt)
         return mass, seconds
 
@@ -116,5 +98,5 @@ class Generator:
 class Generated:
     frames: np.ndarray  # uint8 (B, T, H, W, 3)
     latents: torch.Tensor  # (B, C, F, h, w) sampled latents (frame 0 = the encoded reference)
-    cond: dict  # the conditions they were sampled with
+    cond: Conditions  # the conditions they were sampled with
     kept: int  # T': video frames the latents decode to (the rest hold the last frame)

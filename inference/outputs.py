@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.atomic import atomic_write_text
-from evaluation.video_io import write_video
+from common.video_io import write_video
 from inference.attention_map import clip_record, summarize_records
 
 SUMMARY = "phase_attention_summary.json"
@@ -32,13 +32,13 @@ class ClipWriter:
         self.fps, self.sample_rate = generator.cfg.data.fps, generator.cfg.data.sample_rate
         self.records: list[dict] = []
 
-    def write_batch(self, names: list[str], batch: dict, num_frames: int, seeds: list[int],
+    def write_batch(self, names: list[str], batch: ClipBatch, num_frames: int, seeds: list[int],
                     ground_truth: np.ndarray | None = None) -> list[Path]:
         """Generate the batch and write every clip's files; returns the generated mp4 paths.
 
         ground_truth: uint8 (B, T, H, W, 3) for side-by-side videos (None in request mode)."""
         result = self.generator.generate(batch, num_frames, seeds)
-        audio = batch["audio"].cpu().numpy() if torch.is_tensor(batch["audio"]) else np.asarray(batch["audio"])
+        audio = batch.audio.cpu().numpy()
         written = []
         for b, name in enumerate(names):
             path = self.out_dir / f"{name}.mp4"
@@ -58,7 +58,7 @@ class ClipWriter:
         phase_mass, seconds = self.generator.text_attention(result.latents, result.cond, seeds)
         for b, name in enumerate(names):
             record = clip_record(name, phase_mass.mass[b], phase_mass.padding[b], phase_mass.tokens[b], seconds,
-                                 batch["prompt"][b], phase_mass.layers, ATTENTION_T,
+                                 batch.prompt[b], phase_mass.layers, ATTENTION_T,
                                  seeds[b] + ATTENTION_SEED_OFFSET)
             atomic_write_text(self.out_dir / f"{name}_phase_attention.json", json.dumps(record, indent=1))
             plot_phase_attention(record, self.out_dir / f"{name}_phase_attention.png")
@@ -71,7 +71,7 @@ class ClipWriter:
         return atomic_write_text(self.out_dir / SUMMARY, json.dumps(summarize_records(self.records), indent=1))
 
 
-def ground_truth_frames(batch: dict) -> np.ndarray:
-    """A collated SynthAvatar batch's video (B, T, 3, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3) (exact)."""
-    from inference.generate import to_uint8_frames
-    return to_uint8_frames(batch["video"].transpose(1, 2))
+def ground_truth_frames(batch: ClipBatch) -> np.ndarray:
+    """A batch's video (B, T, 3, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3) (exact)."""
+    from system.sampling import to_uint8_frames
+    return to_uint8_frames(batch.video.transpose(1, 2))

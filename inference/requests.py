@@ -9,7 +9,7 @@ object, "name": optional output stem}; relative paths are resolved against the J
 - audio: wav/flac/mp3 read with librosa at data.sample_rate, mixed to mono. The clip has
   T = round(duration * data.fps) frames; the waveform is trimmed or zero-padded (by less than half a
   frame) to exactly T / fps seconds, so video, audio features and the muxed track have one length.
-- prompt: synthavatar.prompts.load_prompt(path, duration) (or from_json for an inline object), checked
+- prompt: models.prompt.load_prompt(path, duration) (or from_json for an inline object), checked
   against the audio's duration; the batch gets its JSON form (to_json, what
   models/prompt_tokens.structured_prompts reads, as in datamodules/synth_avatar.collate) with
   duration = T / fps. A window that ends within that half-frame rounding past T / fps is cut to T / fps.
@@ -32,10 +32,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from evaluation.video_io import VideoError
-from synthavatar.audio import AudioError, validate_waveform
+from common.video_io import VideoError
+from common.audio_io import validate_waveform
+from common.errors import AudioError
 from synthavatar.dataset import DataError
-from synthavatar.prompts import (PromptError, StructuredPrompt, from_json, load_prompt, to_json, validate)
+from models.contracts import ClipBatch
+from models.prompt import (PromptError, StructuredPrompt, from_json, load_prompt, to_json, validate)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3")
@@ -233,9 +235,9 @@ def read_requests(path: str | Path, data_cfg) -> list[Request]:
 # ------------------------------------------------------------------------------------------ batches
 
 
-def batches(requests: list[Request], batch_size: int) -> Iterator[tuple[list[int], dict]]:
+def batches(requests: list[Request], batch_size: int) -> Iterator[tuple[list[int], ClipBatch]]:
     """(positions, batch) for runs of consecutive requests of equal length, at most batch_size each; the
-    batch has the keys ConditionEncoder.prepare_inference reads (reference, audio, prompt)."""
+    ClipBatch has what ConditionEncoder.prepare_inference reads (reference, audio, prompt), no video."""
     start = 0
     while start < len(requests):
         end = start + 1
@@ -243,8 +245,8 @@ def batches(requests: list[Request], batch_size: int) -> Iterator[tuple[list[int
                and requests[end].num_frames == requests[start].num_frames):
             end += 1
         group = requests[start:end]
-        yield list(range(start, end)), {
-            "reference": torch.stack([r.reference for r in group]),
-            "audio": torch.from_numpy(np.stack([r.audio for r in group])),
-            "prompt": [r.prompt for r in group]}
+        yield list(range(start, end)), ClipBatch(
+            reference=torch.stack([r.reference for r in group]),
+            audio=torch.from_numpy(np.stack([r.audio for r in group])),
+            prompt=[r.prompt for r in group], num_frames=group[0].num_frames)
         start = end

@@ -1,4 +1,4 @@
-"""Generate a SynthAvatar split's held-out clips: clip_<index>.mp4 with the clip's audio muxed in.
+"""Generate a data split's held-out clips: clip_<index>.mp4 with the clip's audio muxed in.
 
 File names follow `main.py evaluate --videos` (evaluation/commands.py), so a generated directory is
 scored directly. Conditions come from the split (reference = the clip's first frame, its audio and
@@ -13,10 +13,8 @@ from pathlib import Path
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from datamodules.synth_avatar import SynthAvatarDataset, collate
 from inference.generate import Generator
 from inference.outputs import ClipWriter, ground_truth_frames
-from synthavatar.dataset import ensure_split
 
 
 def clip_name(index: int) -> str:
@@ -34,21 +32,22 @@ def generate_split(cfg, out_dir: Path, split: str = "test", weights=None, num_cl
     s = generator.cfg.sample
     writer = ClipWriter(generator, out_dir, s.side_by_side if side_by_side is None else side_by_side,
                         s.attention_plot if attention_plot is None else attention_plot)
-    ensure_split(cfg.data, split, progress)
-    dataset = SynthAvatarDataset(cfg.data, split)
+    source = generator.system.source
+    source.prepare(split, progress)
+    dataset = source.dataset(split)
     count = min(num_clips, len(dataset)) if num_clips else len(dataset)
     if prompts is not None and len(prompts) < count:
         raise ValueError(f"generate_split: {len(prompts)} prompts for {count} clips of '{split}'")
-    loader = DataLoader(Subset(dataset, range(count)), batch_size=s.batch_size, collate_fn=collate)
+    loader = DataLoader(Subset(dataset, range(count)), batch_size=s.batch_size, collate_fn=source.collate)
     written = []
     with tqdm(total=count, desc=f"generating {split}", unit="clip", disable=not progress) as bar:
         for batch in loader:
-            indices = batch["index"].tolist()
+            indices = batch.index.tolist()
             names = [clip_name(i)[: -len(".mp4")] for i in indices]
             if prompts is not None:
-                batch["prompt"] = [prompts[i] for i in indices]
+                batch = batch.replace(prompt=[prompts[i] for i in indices])
             truth = ground_truth_frames(batch) if writer.side_by_side else None
-            written += writer.write_batch(names, batch, batch["video"].shape[1],
+            written += writer.write_batch(names, batch, batch.num_frames,
                                           [s.seed * 100_003 + i for i in indices], truth)
             bar.update(len(indices))
     writer.finish()

@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from models.attention import TimeBias, attention_probs
+from kernels.attention_math import TimeBias, attention_probs
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MODES = {None: 0, "text": 1, "audio": 2}

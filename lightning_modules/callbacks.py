@@ -14,7 +14,8 @@ from pathlib import Path
 
 import lightning as L
 
-from lightning_modules.checkpoints import promote_partial, prune_checkpoints, save_weights, step_checkpoint_path
+from lightning_modules.checkpoints import promote_partial, prune_checkpoints, step_checkpoint_path
+from system.weights import WEIGHTS, save_weights
 
 
 class StepCheckpoint(L.Callback):
@@ -84,8 +85,8 @@ class ExportWeights(L.Callback):
     Under ZeRO-3 the weights are sharded: rank 0 consolidates the final step checkpoint that
     StepCheckpoint wrote at max_steps (lightning_modules/export.py) after the strategy has torn down."""
 
-    def __init__(self, run_dir: Path, meta: dict):
-        self.run_dir, self.meta = Path(run_dir), meta
+    def __init__(self, run_dir: Path, meta: dict, config: dict | None = None):
+        self.run_dir, self.meta, self.config = Path(run_dir), meta, config
 
     def on_fit_end(self, trainer, pl_module):
         if trainer.global_step < trainer.max_steps:  # stopped early (preemption): not a finished stage
@@ -94,11 +95,11 @@ class ExportWeights(L.Callback):
             saver = next((c for c in trainer.callbacks if isinstance(c, StepCheckpoint)), None)
             final = step_checkpoint_path(saver.directory, trainer.global_step) if saver else None
             if trainer.is_global_zero and final is not None and final.is_dir():
-                from lightning_modules.checkpoints import WEIGHTS
                 from lightning_modules.export import export_weights
-                out = export_weights(final, self.run_dir / WEIGHTS, meta=self.meta)
+                out = export_weights(final, self.run_dir / WEIGHTS, meta=self.meta, config=self.config)
                 pl_module.print(f"consolidated ZeRO-3 checkpoint {final.name} -> {out}")
             return
         if trainer.is_global_zero:
             save_weights(pl_module.generation_state(), self.run_dir,
-                         self.meta | {"global_step": trainer.global_step, "ema": pl_module.ema is not None})
+                         self.meta | {"global_step": trainer.global_step, "ema": pl_module.ema is not None},
+                         config=self.config, text_encoder=pl_module.text_encoder_state())

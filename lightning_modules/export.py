@@ -8,7 +8,7 @@ Sources:
 - a plain Lightning `.ckpt`: `state_dict`, with the trained weights replaced by the EMA shadow stored
   under checkpoint["ema"]["shadow"] when present (`ema=False`/`--no-ema` takes the raw weights);
 - a fit run directory (runs/NAME/fit): its newest complete step checkpoint.
-The output has the format of checkpoints.save_weights (keys without the `model.` prefix, plain
+The output has the format of system/weights.save_weights (keys without the `model.` prefix, plain
 safetensors, a JSON sidecar saying what it is), so read_weights / `generate` / `train.init_from` read it.
 Written atomically. Trade-off: the whole fp32 state is held in CPU memory once (about 20 GB for 5B).
 """
@@ -21,11 +21,15 @@ import torch
 from safetensors.torch import save_file
 
 from common.atomic import atomic_write, atomic_write_text
-from lightning_modules.checkpoints import CheckpointError, find_resume_checkpoint, load_checkpoint_file
+from common.errors import CheckpointError
+from common.safe_load import load_checkpoint_file
+from lightning_modules.checkpoints import find_resume_checkpoint
+from system.weights import CONFIG, TEXT_ENCODER
 from lightning_modules.distributed import deepspeed_tag_dir, is_deepspeed_checkpoint, saved_world_size
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PREFIX = "model."
+TEXT_PREFIX = "text_encoder."
 
 
 def resolve_checkpoint(source: str | Path) -> Path:
@@ -85,9 +89,22 @@ def default_output(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".safetensors")
 
 
+def text_encoder_weights(source: str | Path) -> dict[str, torch.Tensor]:
+    """The learned text encoder a Lightning checkpoint holds under `text_encoder.` ({} when none: the packaged
+    encoders are frozen and never saved; under ZeRO-3 it would sit in the shards, which the learned
+    ablation, a CPU-scale model, does not use)."""
+    path = resolve_checkpoint(source)
+    if path.is_dir():
+        return {}
+    state = load_checkpoint_file(path, mmap=True).get("state_dict", {})
+    return {k[len(TEXT_PREFIX):]: v for k, v in state.items() if k.startswith(TEXT_PREFIX)}
+
+
 def export_weights(source: str | Path, out: str | Path | None = None, dtype: str = "fp32", ema: bool = True,
-                   meta: dict | None = None) -> Path:
-    """Write the consolidated DiT weights of `source` to `out` (+ `<out stem>.json`); returns `out`."""
+                   meta: dict | None = None, config: dict | None = None) -> Path:
+    """Write the consolidated DiT weights of `source` to `out` (+ `<out stem>.json`); returns `out`.
+    Beside them: text_encoder.safetensors when the run trained its text encoder, and config.json (the run's
+    resolved config: `config`, or the resolved_config.yaml of the fit run the checkpoint belongs to)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     state, found = consolidate(source, ema)
@@ -98,7 +115,24 @@ def export_weights(source: str | Path, out: str | Path | None = None, dtype: str
     description = (meta or {}) | found | {"dtype": dtype, "tensors": len(tensors),
                                           "parameters": sum(t.numel() for t in tensors.values())}
     atomic_write_text(out.with_suffix(".json"), json.dumps(description, indent=1, default=str))
+    text = text_encoder_weights(source)
+    if text:
+        atomic_write(out.parent / TEXT_ENCODER,
+                     lambda tmp: save_file({k: v.detach().cpu().contiguous() for k, v in text.items()}, tmp))
+    config = config if config is not None else _run_config(Path(found["source"]))
+    if config is not None:
+        atomic_write_text(out.parent / CONFIG, json.dumps(config, indent=1, default=str))
     return out
+
+
+def _run_config(checkpoint: Path) -> dict | None:
+    """runs/NAME/fit/checkpoints/step-*.ckpt -> the resolved config saved with that run, if any."""
+    for directory in checkpoint.parents:
+        found = directory / "resolved_config.yaml"
+        if found.is_file():
+            from omegaconf import OmegaConf
+            return OmegaConf.to_container(OmegaConf.load(found), resolve=True)
+    return None
 
 
 def cmd_export(cfg, args) -> int:

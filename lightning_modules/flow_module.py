@@ -23,6 +23,7 @@ import torch
 
 from configs.loader import ConfigError
 from lightning_modules.ema import EMA
+from models.contracts import ClipBatch
 from models.flow_matching import drop_modalities, flow_matching_loss
 
 
@@ -76,16 +77,17 @@ class AvatarFlowModule(L.LightningModule):
 
     # ------------------------------------------------------------------ the one shared step
 
-    def shared_step(self, batch: dict, generator: torch.Generator, training: bool) -> tuple[torch.Tensor, dict]:
+    def shared_step(self, batch: ClipBatch, generator: torch.Generator, training: bool) -> tuple[torch.Tensor, dict]:
         x0, cond = self.encoder.prepare(batch)
         if training:
             cond = drop_modalities(cond, self.cfg.train.flow, generator)
         velocity = lambda x, t, c: self.model(x, t, c, return_aux=True)  # noqa: E731
         out = flow_matching_loss(velocity, x0, cond, self.cfg.train.flow, generator)
         loss, logs = out["loss"], {"fm_loss": out["loss"].detach()}
-        if self.loc_weight and "loc_loss" in out["aux"]:
-            loss = loss + self.loc_weight * out["aux"]["loc_loss"]
-            logs["loc_loss"] = out["aux"]["loc_loss"].detach()
+        loc_loss = out["aux"].loc_loss
+        if self.loc_weight and loc_loss is not None:
+            loss = loss + self.loc_weight * loc_loss
+            logs["loc_loss"] = loc_loss.detach()
         logs["loss"] = loss.detach()
         logs["tokens"] = x0[0, 0].numel() // math.prod(self.model.cfg.patch_size)  # video tokens per clip
         return loss, logs
@@ -93,7 +95,7 @@ class AvatarFlowModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         generator = step_generator(self.cfg.run.seed, self.global_step, self.global_rank)
         loss, logs = self.shared_step(batch, generator, training=True)
-        batch_size = len(batch["prompt"])
+        batch_size = len(batch)
         self.log_dict({f"train/{k}": v for k, v in logs.items() if k != "tokens"}, batch_size=batch_size,
                       prog_bar=False)
         self.log("loss", logs["loss"], prog_bar=True, logger=False, batch_size=batch_size)
@@ -111,7 +113,7 @@ class AvatarFlowModule(L.LightningModule):
         generator = step_generator(self.cfg.run.seed, 10**9 + batch_idx, 0, salt=1)
         _, logs = self.shared_step(batch, generator, training=False)
         self.log_dict({f"val/{k}": v for k, v in logs.items() if k != "tokens"},
-                      batch_size=len(batch["prompt"]), sync_dist=True)
+                      batch_size=len(batch), sync_dist=True)
 
     # ------------------------------------------------------------------ optimisation
 
@@ -174,3 +176,9 @@ class AvatarFlowModule(L.LightningModule):
         if self.ema is None or not self.cfg.sample.use_ema:
             return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         return self.ema.averaged_state(self.model)
+
+    def text_encoder_state(self) -> dict[str, torch.Tensor] | None:
+        """The learned text encoder's trained table (exported beside the DiT), None when it is frozen."""
+        if self.text_encoder is None:
+            return None
+        return {k: v.detach().clone() for k, v in self.text_encoder.state_dict().items()}

@@ -10,16 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import move_data_to_device
 import torch
 
-from datamodules.synth_avatar import SynthAvatarDataset, collate
-from evaluation.video_io import write_video
-from inference.generate import sample_latents, to_uint8_frames
+from common.video_io import write_video
+from datamodules.sources import DataSource
+from system.sampling import sample_latents, to_uint8_frames
 
 
 class SampleVideos(L.Callback):
-    def __init__(self, data_cfg, out_dir: Path, num_clips: int = 2):
-        self.data_cfg, self.out_dir, self.num_clips = data_cfg, Path(out_dir), num_clips
+    def __init__(self, source: DataSource, out_dir: Path, num_clips: int = 2):
+        self.source, self.out_dir, self.num_clips = source, Path(out_dir), num_clips
+        self.data_cfg = source.cfg
 
     @torch.no_grad()
     def on_validation_end(self, trainer, pl_module):
@@ -27,13 +29,13 @@ class SampleVideos(L.Callback):
             return
         if getattr(trainer.strategy, "zero_stage_3", False):
             return  # weights are sharded across ranks: sampling would need every rank
-        dataset = SynthAvatarDataset(self.data_cfg, "val")
-        batch = collate([dataset[i] for i in range(min(self.num_clips, len(dataset)))])
+        dataset = self.source.dataset("val")
+        batch = self.source.collate([dataset[i] for i in range(min(self.num_clips, len(dataset)))])
         videos = self.generate(pl_module, batch)
         paths = []
         for b, frames in enumerate(videos):
             path = self.out_dir / f"step-{trainer.global_step:08d}_val{b}.mp4"
-            write_video(path, frames, fps=self.data_cfg["fps"], audio=batch["audio"][b].numpy(),
+            write_video(path, frames, fps=self.data_cfg["fps"], audio=batch.audio[b].numpy(),
                         sample_rate=self.data_cfg["sample_rate"])
             paths.append(path)
         for logger in trainer.loggers:
@@ -50,9 +52,9 @@ class SampleVideos(L.Callback):
             model.load_state_dict(module.generation_state())
         model.eval()
         try:
-            batch = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            num_frames = batch["video"].shape[1]
-            seeds = [cfg.sample.seed + i for i in range(batch["video"].shape[0])]
+            batch = move_data_to_device(batch, module.device)
+            num_frames = batch.num_frames
+            seeds = [cfg.sample.seed + i for i in range(len(batch))]
             latents, _, _ = sample_latents(model, encoder, batch, num_frames, seeds, cfg)
             return to_uint8_frames(encoder.codec.decode(latents))
         finally:

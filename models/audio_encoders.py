@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,9 +24,8 @@ import torch.nn.functional as F
 
 from common.local_models import load_local, local_model_dir
 from common.audio_features import frame_envelope, log_mel
+from models.audio_config import AudioConfig
 
-if TYPE_CHECKING:  # only for annotations; models.audio imports this module
-    from models.audio import AudioConfig
 
 # Fixed dB normalisation (not per clip, so loudness stays comparable across clips): speech frames of
 # SynthAvatar span about -75..+25 dB, mapped to roughly [-1.5, 2.5]; digital silence (-100 dB) -> -2.4.
@@ -144,7 +142,7 @@ def _parse_layer_choice(layers: str, num_states: int, directory: Path) -> int | 
                      f"0..{num_states - 1} of the model at {directory}")
 
 
-def build_audio_encoder(cfg: "AudioConfig") -> nn.Module:
+def build_audio_encoder(cfg: AudioConfig) -> nn.Module:
     """The encoder `cfg.encoder` names; its output width must equal cfg.feature_dim (checked here)."""
     if cfg.encoder == "logmel":
         encoder = LogMelEnergyEncoder(n_mels=cfg.feature_dim - 1, sample_rate=cfg.sample_rate, fps=cfg.fps)

@@ -6,8 +6,10 @@ frame 0 is encoded alone, every later group of 4 frames into one latent), latent
 with fixed mean/std. `LatentCodec` fixes that contract for every backend:
 
 - `WanVAECodec` (models/codec_wan.py): the real Wan VAE from a local diffusers directory;
-- `SynthCodec` (models/codec_synth.py): a closed-form space-time-patch PCA codec fitted on SynthAvatar in
-  seconds on CPU, with the same causal frame rule, for the demo/synth presets.
+- `SynthCodec` (models/codec_synth.py): a closed-form space-time-patch PCA codec fitted in seconds on CPU
+  on the frames a data source hands it (models.contracts.FitFrames), with the same causal frame rule,
+  for the demo/synth presets.
+`build_codec` (models/codec_factory.py) picks one by `model.codec.kind`.
 
 Shapes: video (B, 3, T, H, W) in [-1, 1] <-> latents (B, C, F, h, w), roughly zero-mean unit-variance per
 channel. Time convention (shared with the DiT and the audio/visual adapters through models/frames.py):
@@ -150,18 +152,3 @@ class LatentCodec(nn.Module):
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-
-def build_codec(cfg: CodecConfig, data_cfg=None, progress: bool = True) -> LatentCodec:
-    """The codec of `cfg`: a local Wan VAE, or the SynthCodec loaded from cache / fitted on `data_cfg`'s
-    train split (`data_cfg` is the DataConfig section, required for kind 'synth')."""
-    problems = cfg.check()
-    if problems:
-        raise ValueError("; ".join(f"codec.{name}: {problem}" for name, problem in problems))
-    if cfg.kind == "wan":
-        from models.codec_wan import WanVAECodec  # imports diffusers: only when asked for
-        return WanVAECodec(cfg.path, dtype=getattr(torch, cfg.dtype))
-    if data_cfg is None:
-        raise ValueError("build_codec: kind 'synth' is fitted on the train split; pass data_cfg")
-    from models.codec_synth import load_or_fit_synth_codec
-    return load_or_fit_synth_codec(cfg, data_cfg, progress=progress)

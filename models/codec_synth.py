@@ -38,7 +38,7 @@ from tqdm import tqdm
 from common.atomic import atomic_write, atomic_write_text
 from models import frames
 from models.codec import CodecConfig, CodecError, LatentCodec
-from synthavatar.dataset import CACHE_VERSION, ensure_split, gen_settings, load_clip
+from models.contracts import FitFrames
 
 CODEC_VERSION = 1  # bump whenever the fit or the stored tensors change meaning
 
@@ -168,11 +168,11 @@ def fit_synth_codec(cfg: CodecConfig, clips: Iterable, num_clips: int | None = N
 # -------------------------------------------------------------------------------------------- cache
 
 
-def synth_codec_key(cfg: CodecConfig, data_cfg, num_clips: int) -> str:
-    """Content hash of everything that decides a fit: codec shape, data generation, clips used, versions."""
+def synth_codec_key(cfg: CodecConfig, frames: FitFrames) -> str:
+    """Content hash of everything that decides a fit: codec shape, the frames' fingerprint (for SynthAvatar:
+    generation settings, cache version, clips used), the codec version."""
     payload = {"codec": {k: getattr(cfg, k) for k in ("spatial_stride", "temporal_stride", "channels")},
-               "data": gen_settings(data_cfg), "data_version": CACHE_VERSION, "clips": int(num_clips),
-               "version": CODEC_VERSION}
+               **frames.fingerprint, "version": CODEC_VERSION}
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -211,24 +211,22 @@ def load_synth_codec(path: Path, cfg: CodecConfig, key: str | None = None) -> Sy
     return SynthCodec(tensors["basis"], tensors["patch_mean"], tensors["latent_std"], cfg.normalize)
 
 
-def load_or_fit_synth_codec(cfg: CodecConfig, data_cfg, progress: bool = True) -> SynthCodec:
-    """The cached SynthCodec for (cfg, dataset), fitting and caching it on the train split if needed.
+def load_or_fit_synth_codec(cfg: CodecConfig, frames: FitFrames, progress: bool = True) -> SynthCodec:
+    """The cached SynthCodec for (cfg, frames), fitting and caching it on those frames if needed.
 
     A corrupt or mismatching cache file is reported with a warning naming it, then refitted over."""
-    paths = ensure_split(data_cfg, "train", progress=progress)
-    num_clips = len(paths) if cfg.fit_clips == 0 else min(cfg.fit_clips, len(paths))
+    num_clips = frames.num_clips
     if num_clips == 0:
-        raise ValueError("SynthCodec: the train split is empty (data.num_train = 0); nothing to fit on")
-    key = synth_codec_key(cfg, data_cfg, num_clips)
+        raise ValueError("SynthCodec: no training clips to fit on (is the train split empty?)")
+    key = synth_codec_key(cfg, frames)
     path = cache_path(cfg, key)
     if path.exists():
         try:
             return load_synth_codec(path, cfg, key)
         except CodecError as err:
             warnings.warn(f"{err}; refitting the codec", stacklevel=2)
-    clips = (load_clip(clip_path)["video"] for clip_path in paths[:num_clips])
-    codec, stats = fit_synth_codec(cfg, clips, num_clips=num_clips, progress=progress)
+    codec, stats = fit_synth_codec(cfg, frames.videos(), num_clips=num_clips, progress=progress)
     info = stats | {"codec": {k: getattr(cfg, k) for k in ("spatial_stride", "temporal_stride", "channels")},
-                    "data": gen_settings(data_cfg), "data_version": CACHE_VERSION, "version": CODEC_VERSION}
+                    **frames.fingerprint, "version": CODEC_VERSION}
     save_synth_codec(codec, path, key, info)
     return codec

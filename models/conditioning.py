@@ -1,4 +1,4 @@
-"""Frozen condition encoders and the model builder: a batch of clips -> (clean latents, DiT conditions).
+"""Frozen condition encoders and the model builder: a ClipBatch -> (clean latents, DiT Conditions).
 
 `ConditionEncoder` bundles what turns raw inputs into DiT inputs and is not trained by the flow-matching
 loss: the latent codec (pixels <-> latents), the text encoder (+ PACA block tokenisation), the audio
@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from models.audio_encoders import build_audio_encoder
+from models.contracts import ClipBatch, Conditions
 from models.convert import load_wan_weights
 from models.dit import WanDiT
 from models.prompt_tokens import encode_prompts, structured_prompts
@@ -24,7 +25,7 @@ from models.visual import region_masks_to_tokens, select_region_masks
 
 
 class ConditionEncoder(nn.Module):
-    """codec + text encoder + audio encoder; `prepare(batch)` -> (x0 (B, C, F, h, w), cond dict)."""
+    """codec + text encoder + audio encoder; `prepare(batch)` -> (x0 (B, C, F, h, w), Conditions)."""
 
     def __init__(self, model_cfg, codec, text_vocab=None):
         super().__init__()
@@ -34,37 +35,46 @@ class ConditionEncoder(nn.Module):
         self.audio_encoder = build_audio_encoder(model_cfg.audio) if model_cfg.audio.enabled else None
         self.need_regions = model_cfg.visual.enabled and model_cfg.visual.loc_weight > 0
 
-    def prepare(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        """A collated SynthAvatar batch (datamodules/synth_avatar.py) -> clean latents and conditions."""
-        video = batch["video"]                                   # (B, T, 3, H, W) in [-1, 1]
-        T = self.codec.valid_num_frames(video.shape[1])           # e.g. 100 -> 97 = 4*24 + 1
-        with torch.no_grad():
-            x0 = self.codec.encode(video[:, :T].transpose(1, 2))  # (B, 3, T, H, W) -> (B, C, F, h, w)
-        cond = self.conditions(batch, video.shape[1], T)
+    def prepare(self, batch: ClipBatch) -> tuple[torch.Tensor, Conditions]:
+        """A training batch (video frames, or cached latents) -> clean latents and conditions."""
+        T = self.codec.valid_num_frames(batch.num_frames)         # e.g. 100 -> 97 = 4*24 + 1
+        if batch.latents is not None:
+            x0 = batch.latents                                    # cached: (B, C, F, h, w)
+        else:
+            with torch.no_grad():                                 # (B, T, 3, H, W) -> (B, 3, T, H, W) -> latents
+                x0 = self.codec.encode(batch.video[:, :T].transpose(1, 2))
+        cond = self.conditions(batch, batch.num_frames, T)
         if self.need_regions:
-            cond["region_tokens"] = self.region_tokens(batch["gt"]["masks"][:, :T], x0.shape[2])
+            if batch.region_masks is None:
+                raise ValueError("the localisation loss (model.visual.loc_weight > 0) needs region masks; "
+                                 "this batch has none")
+            masks = select_region_masks(batch.region_masks[:, :T], batch.region_names, self.cfg.visual.regions)
+            cond.region_tokens = self.region_tokens(masks, x0.shape[2])
         return x0, cond
 
-    def prepare_inference(self, batch: dict, num_frames: int) -> tuple[torch.Tensor, dict, int]:
-        """Generation inputs (no video): batch["reference"] (B, 3, H, W), "audio" (B, S), "prompt".
+    def prepare_inference(self, batch: ClipBatch, num_frames: int) -> tuple[torch.Tensor, Conditions, int]:
+        """Generation inputs (no video): batch.reference (B, 3, H, W), batch.audio (B, S), batch.prompt.
 
         Returns the clean first-frame latent (B, C, 1, h, w), the conditions and T', the number of
         video frames the latents decode to (num_frames rounded down to what the codec accepts)."""
         T = self.codec.valid_num_frames(num_frames)
         with torch.no_grad():
-            first = self.codec.encode(batch["reference"][:, :, None])  # (B, 3, 1, H, W) -> (B, C, 1, h, w)
+            first = self.codec.encode(batch.reference[:, :, None])  # (B, 3, 1, H, W) -> (B, C, 1, h, w)
         return first, self.conditions(batch, num_frames, T), T
 
-    def conditions(self, batch: dict, num_frames: int, kept_frames: int) -> dict:
+    def conditions(self, batch: ClipBatch, num_frames: int, kept_frames: int) -> Conditions:
         """Text (+ audio) conditions for a clip of `num_frames` frames of which the first `kept_frames` are modelled."""
-        cond = self.encode_text(structured_prompts(batch["prompt"]))
+        cond = self.encode_text(structured_prompts(batch.prompt))
         # Prompt windows are normalised by the whole clip (T frames); latent times by the T' kept frames.
-        cond["text_window"] = cond["text_window"] * (num_frames / kept_frames)
+        cond.text_window = cond.text_window * (num_frames / kept_frames)
         if self.audio_encoder is not None:
-            cond["audio"] = self.encode_audio(batch["audio"], num_frames)[:, :kept_frames]
+            features = batch.audio_features
+            if features is None:
+                features = self.encode_audio(batch.audio, num_frames)
+            cond.audio = features[:, :kept_frames]
         return cond
 
-    def encode_text(self, prompts) -> dict:
+    def encode_text(self, prompts) -> Conditions:
         text = encode_prompts(prompts, self.text_encoder, mode=self.cfg.text.prompt_mode)
         return text.to_cond()
 
@@ -72,9 +82,8 @@ class ConditionEncoder(nn.Module):
         """wave (B, S) -> per-video-frame features (B, num_video_frames, D) for the whole clip."""
         return self.audio_encoder(wave, num_frames=num_video_frames)
 
-    def region_tokens(self, masks: torch.Tensor, num_latent_frames: int) -> torch.Tensor:
-        """Ground-truth region masks (B, T, 5, H, W) -> per-token (B, L, R) in the DiT's token order."""
-        regions = select_region_masks(masks, self.cfg.visual.regions)  # (B, R, T, H, W)
+    def region_tokens(self, regions: torch.Tensor, num_latent_frames: int) -> torch.Tensor:
+        """Region masks (B, R, T, H, W) in model.visual.regions order -> per-token (B, L, R), DiT token order."""
         patch = self.cfg.dit_config().patch_size
         stride = (self.codec.spatial_stride * patch[1], self.codec.spatial_stride * patch[2])
         return region_masks_to_tokens(regions, num_latent_frames, self.codec.temporal_stride,

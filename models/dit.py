@@ -9,15 +9,12 @@ original checkpoint loads directly and a diffusers one through models/convert.py
 Timesteps t in [0, 1] (embedded as t * timestep_scale = Wan's 0..1000) with shape (B,), (B, F) per latent
 frame, or (B, L) per token (Wan2.2 TI2V: the clean first frame gets t = 0).
 
-Conditions (`cond` dict; every key optional except `text`):
-  text (B, Lt, text_dim), text_mask (B, Lt) bool, text_phase (B, Lt) long (0 = base block),
-  text_window (B, Lt, 2), text_is_phase (B, Lt) bool          -- ActAvatar structured prompt (PACA)
-  audio (B, T_video, D_audio) per-video-frame audio features   -- ActAvatar / SyncDreamer audio
-  reference (B, C, 1, H, W) clean reference latent, reference_image (B, 3, H', W')   -- visual adapter
-  frame_time (B, F) normalised time of each latent frame (default: from the latent geometry)
-  region_tokens (B, L, R) bool: token inside region r (SyncDreamer localisation loss)
-  keep_text / keep_audio / keep_image (B,) bool: False = that modality is dropped (CFG "null")
-  record_text_attention: bool -> aux["text_attention"][layer] (B, L, Lt) head-averaged probabilities
+Conditions: a `models.contracts.Conditions` (every field optional except `text`; shapes written there):
+the ActAvatar structured prompt (text, text_mask, text_phase, text_window, text_is_phase), per-video-frame
+audio features, the reference latent / image (visual adapter), region tokens (SyncDreamer localisation
+loss), keep_text / keep_audio / keep_image (False = that modality is dropped, the CFG "null"), and
+record_text_attention. With return_aux=True the forward also returns an `AuxOutputs` (text attention
+maps per layer, the localisation loss), filled by the blocks of this forward only.
 Null conditions: dropped text = zero text features (Wan's empty context); dropped audio / image = every
 key masked, so those cross-attentions add exactly zero.
 Trade-off: the adapters live inside this module (one state dict, sharded as a whole by ZeRO-3) but are
@@ -31,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from models.attention import TimeBias
+from models.contracts import AuxOutputs, Conditions
 from models.dit_config import DiTConfig
 from models.dit_layers import BlockInputs, Head, WanBlock
 from models.frames import latent_frame_times
@@ -114,7 +112,7 @@ class WanDiT(nn.Module):
             block.compute_loc_loss = block.layer in loc_blocks
 
     # --------------------------------------------------------------------------------------- forward
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict, return_aux: bool = False):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditions, return_aux: bool = False):
         B, _, F, H, W = x.shape
         pt, ph, pw = self.patch_size
         if F % pt or H % ph or W % pw:
@@ -130,16 +128,14 @@ class WanDiT(nn.Module):
         out = self._unpatchify(self.head(tokens, e), grid)
         if not return_aux:
             return out
-        losses = inp.aux.pop("loc_losses", [])
-        inp.aux["loc_loss"] = torch.stack(losses).mean() if losses else None
         return out, inp.aux
 
-    def _reference_tokens(self, x: torch.Tensor, cond: dict) -> torch.Tensor:
+    def _reference_tokens(self, x: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """The clean frame-0 latent (B, C, 1, H, W), repeated over frames and embedded: (B, L, dim).
         Zero for samples whose image condition is dropped (keep_image False)."""
-        reference = cond.get("reference", x[:, :, :1]).expand(-1, -1, x.shape[2], -1, -1)
+        reference = (x[:, :, :1] if cond.reference is None else cond.reference).expand(-1, -1, x.shape[2], -1, -1)
         tokens = self.reference_embedding(reference).flatten(2).transpose(1, 2)
-        keep = cond.get("keep_image")
+        keep = cond.keep_image
         return tokens if keep is None else tokens * keep.to(tokens.dtype)[:, None, None]
 
     def _embed_time(self, t: torch.Tensor, batch: int, grid) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,13 +152,13 @@ class WanDiT(nn.Module):
             e0 = self.time_projection(e).float()
         return e.view(batch, -1, self.cfg.dim), e0.view(batch, -1, 6, self.cfg.dim)
 
-    def _frame_time(self, cond: dict, batch: int, num_frames: int, device) -> torch.Tensor:
-        if "frame_time" in cond:
-            return cond["frame_time"].to(device)
+    def _frame_time(self, cond: Conditions, batch: int, num_frames: int, device) -> torch.Tensor:
+        if cond.frame_time is not None:
+            return cond.frame_time.to(device)
         times = latent_frame_times(num_frames, self.cfg.temporal_stride, self.cfg.causal_first)
         return times.to(device)[None].expand(batch, -1)
 
-    def _block_inputs(self, x: torch.Tensor, cond: dict, grid) -> BlockInputs:
+    def _block_inputs(self, x: torch.Tensor, cond: Conditions, grid) -> BlockInputs:
         B, F = x.shape[0], x.shape[2]
         tokens_per_frame = grid[1] * grid[2]
         frame_time = self._frame_time(cond, B, F, x.device)                       # (B, F)
@@ -171,32 +167,33 @@ class WanDiT(nn.Module):
         inp = BlockInputs(rope=rope_tables(angles),
                           text=self._embed_text(cond, B), query_time=query_time,
                           backend=self.cfg.attention_backend,
-                          record_text_attention=bool(cond.get("record_text_attention", False)))
-        if self.cfg.mask_text_padding and "text_mask" in cond:
-            inp.text_mask = cond["text_mask"].bool()
-        if self.cfg.phase_window_bias and "text_window" in cond:
-            inp.text_time = TimeBias("text", query_time, cond["text_window"].to(query_time.dtype),
-                                     cond["text_is_phase"].bool(), None)
-        if self.audio_adapter is not None and "audio" in cond:
-            inp.audio = self.audio_adapter(cond["audio"], F, self.cfg.temporal_stride, self.cfg.causal_first,
+                          record_text_attention=bool(cond.record_text_attention), aux=AuxOutputs())
+        if self.cfg.mask_text_padding and cond.text_mask is not None:
+            inp.text_mask = cond.text_mask.bool()
+        if self.cfg.phase_window_bias and cond.text_window is not None:
+            inp.text_time = TimeBias("text", query_time, cond.text_window.to(query_time.dtype),
+                                     cond.text_is_phase.bool(), None)
+        if self.audio_adapter is not None and cond.audio is not None:
+            inp.audio = self.audio_adapter(cond.audio, F, self.cfg.temporal_stride, self.cfg.causal_first,
                                            frame_time)
-            inp.keep_audio = cond.get("keep_audio")
+            inp.keep_audio = cond.keep_audio
         if self.visual_adapter is not None:
-            reference = cond.get("reference", x[:, :, :1])  # I2V: frame 0 is the clean reference latent
-            inp.visual = self.visual_adapter(reference_latent=reference, reference_image=cond.get("reference_image"))
-            inp.keep_image = cond.get("keep_image")
-            inp.region_tokens = cond.get("region_tokens")
+            # I2V: frame 0 is the clean reference latent
+            reference = x[:, :, :1] if cond.reference is None else cond.reference
+            inp.visual = self.visual_adapter(reference_latent=reference, reference_image=cond.reference_image)
+            inp.keep_image = cond.keep_image
+            inp.region_tokens = cond.region_tokens
         return inp
 
-    def _embed_text(self, cond: dict, batch: int) -> torch.Tensor:
-        text = cond["text"]
-        if "keep_text" in cond:  # dropped text = zero features (the null context)
-            text = text * cond["keep_text"].to(text.dtype)[:, None, None]
+    def _embed_text(self, cond: Conditions, batch: int) -> torch.Tensor:
+        text = cond.text
+        if cond.keep_text is not None:  # dropped text = zero features (the null context)
+            text = text * cond.keep_text.to(text.dtype)[:, None, None]
         ctx = self.text_embedding(text.to(self.text_embedding[0].weight.dtype))  # (B, Lt, dim)
-        if self.phase_embedding is not None and "text_phase" in cond:
-            phase = cond["text_phase"].clamp(0, self.cfg.max_phases)
-            if "keep_text" in cond:
-                phase = phase * cond["keep_text"].long()[:, None]
+        if self.phase_embedding is not None and cond.text_phase is not None:
+            phase = cond.text_phase.clamp(0, self.cfg.max_phases)
+            if cond.keep_text is not None:
+                phase = phase * cond.keep_text.long()[:, None]
             ctx = ctx + self.phase_embedding(phase)
         return ctx
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from models.attention import ProjectedAttention, TimeBias, attention, attention_probs, merge_heads
 from models.rope import apply_rope
+from models.contracts import AuxOutputs
 
 
 class FP32LayerNorm(nn.LayerNorm):
@@ -49,7 +50,7 @@ class BlockInputs:
     region_tokens: torch.Tensor | None = None       # (B, L, R) bool: token inside region r
     record_text_attention: bool = False
     backend: str = "sdpa"
-    aux: dict = field(default_factory=dict)         # per-forward outputs (loc losses, attention maps)
+    aux: AuxOutputs = field(default_factory=AuxOutputs)  # this forward's typed outputs (loc losses, maps)
 
 
 class SelfAttention(ProjectedAttention):
@@ -74,7 +75,7 @@ class TextCrossAttention(ProjectedAttention):
             tb = inp.text_time
             time_bias = TimeBias("text", tb.query_time, tb.key_window, tb.key_is_phase, self.window_bias)
         if inp.record_text_attention:
-            inp.aux.setdefault("text_attention", {})[layer] = self._probs(q, k, inp.text_mask, time_bias)
+            inp.aux.text_attention[layer] = self._probs(q, k, inp.text_mask, time_bias)
         out = attention(q, k, v, key_mask=inp.text_mask, backend=inp.backend, time_bias=time_bias)
         return self.o(merge_heads(out))
 
@@ -126,7 +127,7 @@ class WanBlock(nn.Module):
                                              query_region=region)
             x = x + residual
             if loc is not None:
-                inp.aux.setdefault("loc_losses", []).append(loc)
+                inp.aux.loc_losses.append(loc)
         if self.audio_attn is not None and inp.audio is not None:
             x = x + self.audio_attn(x, inp.audio, inp.query_time, keep=inp.keep_audio, backend=inp.backend)
         return gated(self.ffn(modulate(self.norm2, shift2, scale2)), gate2).type_as(x)

@@ -16,7 +16,9 @@ from typing import Callable
 
 import torch
 
-VelocityFn = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
+from models.contracts import AuxOutputs, Conditions
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, Conditions], torch.Tensor]
 
 
 @dataclass
@@ -58,20 +60,20 @@ def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, t_frames: torch.Tensor)
     return (1 - t) * x0 + t * noise
 
 
-def drop_modalities(cond: dict, cfg: FlowMatchingConfig, generator: torch.Generator | None = None) -> dict:
-    """Per-sample keep flags for CFG training: cond['keep_text'|'keep_audio'|'keep_image'] (B,) bool.
+def drop_modalities(cond: Conditions, cfg: FlowMatchingConfig, generator: torch.Generator | None = None) -> Conditions:
+    """Per-sample keep flags for CFG training: cond.keep_text / keep_audio / keep_image (B,) bool.
 
     The network zeroes a dropped modality's tokens (the "null" condition the sampler also uses)."""
-    first = next(v for v in cond.values() if torch.is_tensor(v))
-    batch, device = first.shape[0], first.device
-    out = dict(cond)
+    batch, device = cond.text.shape[0], cond.text.device
+    keeps = {}
     for name, p in (("text", cfg.drop_text), ("audio", cfg.drop_audio), ("image", cfg.drop_image)):
         keep = (torch.rand(batch, generator=generator) >= p).to(device)
-        out[f"keep_{name}"] = keep & cond.get(f"keep_{name}", torch.ones(batch, dtype=torch.bool, device=device))
-    return out
+        before = getattr(cond, f"keep_{name}")
+        keeps[f"keep_{name}"] = keep & (torch.ones(batch, dtype=torch.bool, device=device) if before is None else before)
+    return cond.replace(**keeps)
 
 
-def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: dict, cfg: FlowMatchingConfig,
+def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: Conditions, cfg: FlowMatchingConfig,
                        generator: torch.Generator | None = None, t: torch.Tensor | None = None,
                        noise: torch.Tensor | None = None) -> dict:
     """MSE between predicted and target velocity over the frames that are actually noised.
@@ -86,8 +88,8 @@ def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: dict, cfg: Flo
     t_frames = frame_timesteps(t.to(x0.dtype), F, cfg.clean_first_frame)
     x_t = noisy_latents(x0, noise, t_frames)
     v_pred = model(x_t, t_frames, cond)
-    aux = {}
-    if isinstance(v_pred, tuple):  # a network called with return_aux=True: (velocity, aux dict)
+    aux = AuxOutputs()
+    if isinstance(v_pred, tuple):  # a network called with return_aux=True: (velocity, AuxOutputs)
         v_pred, aux = v_pred
     err = (v_pred.float() - (noise - x0).float()) ** 2  # (B, C, F, H, W)
     weight = torch.ones(F, dtype=err.dtype, device=err.device)

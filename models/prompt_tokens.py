@@ -2,7 +2,7 @@
 
 ActAvatar (Sec. "Phase-Aware Cross-Attention") decomposes the prompt into P = {P_base, P_1..P_K}; the
 DiT adds a zero-initialised phase embedding e_k to every text token of phase k and lets frames attend
-to phase k's tokens inside its window T_k. This module produces what the DiT reads (`TextBatch.to_cond`):
+to phase k's tokens inside its window T_k. This module produces what the DiT reads (`TextBatch.to_cond`, the text fields of models.contracts.Conditions):
 text (B, L, D), text_mask (B, L), text_phase (B, L) (0 = base block or padding, k = phase k, 1-based),
 text_window (B, L, 2) (normalised [start, end]; [0, 1] for base tokens, [0, 0] for padding) and
 text_is_phase (B, L).
@@ -29,8 +29,9 @@ from typing import Sequence
 
 import torch
 
+from models.contracts import Conditions
 from models.text_encoders import PROMPT_MODES, Offset, TextEncoder
-from synthavatar.prompts import StructuredPrompt, from_json, normalized_windows, to_brief, to_global, to_text
+from models.prompt import StructuredPrompt, from_json, normalized_windows, to_brief, to_global, to_text
 
 BASE_WINDOW = (0.0, 1.0)  # the base block holds for the whole clip
 
@@ -45,10 +46,10 @@ class TextBatch:
     window: torch.Tensor  # (B, L, 2) float: normalised [start, end]
     is_phase: torch.Tensor  # (B, L) bool = phase > 0
 
-    def to_cond(self) -> dict[str, torch.Tensor]:
-        """The conditioning keys the DiT reads."""
-        return {"text": self.hidden, "text_mask": self.mask, "text_phase": self.phase,
-                "text_window": self.window, "text_is_phase": self.is_phase}
+    def to_cond(self) -> Conditions:
+        """The text part of the DiT's conditions."""
+        return Conditions(text=self.hidden, text_mask=self.mask, text_phase=self.phase,
+                          text_window=self.window, text_is_phase=self.is_phase)
 
 
 def render_structured(prompt: StructuredPrompt) -> tuple[str, list[int]]:
@@ -136,5 +137,5 @@ def encode_prompts(prompts: Sequence[StructuredPrompt], encoder: TextEncoder, mo
 
 
 def structured_prompts(json_prompts: Sequence[dict]) -> list[StructuredPrompt]:
-    """The validated prompts of a collated SynthAvatar batch (`batch["prompt"]`, JSON form)."""
-    return [from_json(p, source=f"batch['prompt'][{i}]") for i, p in enumerate(json_prompts)]
+    """The validated prompts of a collated batch (`ClipBatch.prompt`, JSON form)."""
+    return [from_json(p, source=f"batch.prompt[{i}]") for i, p in enumerate(json_prompts)]

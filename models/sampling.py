@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import torch
 
+from models.contracts import Conditions
 from models.flow_matching import VelocityFn, frame_timesteps, shift_timesteps
 
 
-def _with_keep(cond: dict, text: bool, audio: bool, batch: int, device=None) -> dict:
+def _with_keep(cond: Conditions, text: bool, audio: bool, batch: int, device=None) -> Conditions:
     keep = lambda flag: torch.full((batch,), flag, dtype=torch.bool, device=device)
-    return dict(cond, keep_text=keep(text), keep_audio=keep(audio))
+    return cond.replace(keep_text=keep(text), keep_audio=keep(audio))
 
 
-def guided_velocity(model: VelocityFn, x: torch.Tensor, t_frames: torch.Tensor, cond: dict,
+def guided_velocity(model: VelocityFn, x: torch.Tensor, t_frames: torch.Tensor, cond: Conditions,
                     text_scale: float = 1.0, audio_scale: float = 1.0) -> torch.Tensor:
     """Dual-CFG velocity (the 3-pass formula above); 1 pass when both scales are 1."""
     B = x.shape[0]
@@ -38,7 +39,7 @@ def timestep_grid(steps: int, shift: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(model: VelocityFn, noise: torch.Tensor, cond: dict, steps: int = 40, solver: str = "euler",
+def sample(model: VelocityFn, noise: torch.Tensor, cond: Conditions, steps: int = 40, solver: str = "euler",
            shift: float = 3.0, text_scale: float = 1.0, audio_scale: float = 1.0,
            first_frame: torch.Tensor | None = None) -> torch.Tensor:
     """Integrate dx/dt = v from t = 1 (noise (B, C, F, H, W)) to t = 0.

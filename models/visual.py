@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from common.local_models import load_local, local_model_dir
 from models.attention import ProjectedAttention, attention, attention_probs, merge_heads, split_heads
 from models.frames import num_video_frames
-from synthavatar.render import REGIONS
 
 ENCODERS = ("patch", "pretrained")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -71,9 +70,6 @@ class VisualConfig:
         if self.encoder_dim % 4 or (self.encoder_heads > 0 and self.encoder_dim % self.encoder_heads):
             problems.append(("encoder_dim", f"must be a multiple of 4 and of encoder_heads "
                              f"(got {self.encoder_dim}, heads {self.encoder_heads})"))
-        unknown = [r for r in self.regions if r not in REGIONS]
-        if unknown:
-            problems.append(("regions", f"unknown region(s) {unknown}; valid: {list(REGIONS)}"))
         if len(set(self.regions)) != len(self.regions):
             problems.append(("regions", f"contains duplicates: {list(self.regions)}"))
         if not self.regions:
@@ -364,16 +360,18 @@ class VisualCrossAttention(ProjectedAttention):
 
 # ---------------------------------------------------------------------------------------- region masks
 
-def select_region_masks(gt_masks: torch.Tensor, regions) -> torch.Tensor:
-    """Dataset gt["masks"] (B, T, len(REGIONS), H, W) -> (B, R, T, H, W) in the order of `regions`."""
-    if gt_masks.dim() != 5 or gt_masks.shape[2] != len(REGIONS):
-        raise ValueError(f"gt masks must be (B, T, {len(REGIONS)}, H, W) over {REGIONS}, "
-                         f"got {tuple(gt_masks.shape)}")
-    unknown = [r for r in regions if r not in REGIONS]
+def select_region_masks(masks: torch.Tensor, names, regions) -> torch.Tensor:
+    """A batch's region masks (B, T, len(names), H, W), mask r named names[r] -> (B, R, T, H, W) in the
+    order of `regions` (model.visual.regions; the data source checks at start-up that it provides them)."""
+    names = tuple(names)
+    if masks.dim() != 5 or masks.shape[2] != len(names):
+        raise ValueError(f"region masks must be (B, T, {len(names)}, H, W) over {names}, "
+                         f"got {tuple(masks.shape)}")
+    unknown = [r for r in regions if r not in names]
     if unknown:
-        raise ValueError(f"visual.regions: unknown region(s) {unknown}; valid: {list(REGIONS)}")
-    index = torch.tensor([REGIONS.index(r) for r in regions], device=gt_masks.device)
-    return gt_masks.index_select(2, index).transpose(1, 2)
+        raise ValueError(f"visual.regions: region(s) {unknown} are not in this batch; it has {list(names)}")
+    index = torch.tensor([names.index(r) for r in regions], device=masks.device)
+    return masks.index_select(2, index).transpose(1, 2)
 
 
 def region_masks_to_tokens(masks, num_latent_frames: int, temporal_stride: int, causal_first: bool,

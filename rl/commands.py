@@ -89,7 +89,7 @@ def cmd_rl(cfg, args) -> dict:
 
 def _downstream(rl, run_dir: Path, policies: dict[str, Path], explicit: bool) -> dict[str, float]:
     """The downstream H@S table when rl.generator names a trained generator (rl/downstream.py)."""
-    from configs.loader import ConfigError
+    from common.errors import ConfigError
     from rl.downstream import downstream_table
     if not rl.generator:
         if explicit:

@@ -3,7 +3,7 @@
 A reward is `fn(completion: str, example: EnhancerExample, tools: RewardTools) -> float`; `tools` carries
 the two model-backed scorers (sentence embedding for visual similarity, a frozen LM's mean token
 log-probability for fluency), so the functions stay pure and tests can pass stubs.
-- format: the completion parses as an ActAvatar structured prompt (synthavatar.prompts.from_text) with
+- format: the completion parses as an ActAvatar structured prompt (models.prompt.from_text) with
   windows inside the audio, ordered, non-overlapping (0.25 partial credit for the right line shapes);
 - temporal: phase boundaries near speech boundaries / pause centres / emphasis peaks, phases on speech;
 - visual: reference attributes and the requested speaking manner (mood) named in the base block, and its
@@ -27,7 +27,7 @@ from typing import Callable
 
 from rl.examples import EnhancerExample
 from rl.lexicon import body_parts, mentions, motion_verbs, words
-from synthavatar.prompts import PromptError, StructuredPrompt, from_text
+from models.prompt import PromptError, StructuredPrompt, from_text
 
 
 @dataclass

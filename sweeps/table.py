@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write_text
-from evaluation.metrics import METRIC_DIRECTIONS, to_markdown
+from evaluation.tables import METRIC_DIRECTIONS, to_markdown
 
 
 def collect(spec, eval_dir_of) -> dict[str, list[dict]]:

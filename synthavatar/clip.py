@@ -4,7 +4,7 @@ A spec holds everything that decides a clip (identity, mood, phases with action/
 parameters, the audio syllable schedule, motion and audio seeds); `render_clip` is a pure function of
 (spec, resolution, fps, sample rate). That makes perturbations exact: change one field (shift a phase
 window, swap an action, blend the identity) and everything else in the video stays the same, which is
-what the metric sanity tests rely on. The prompt is the ActAvatar structured prompt (prompts.py) with
+what the metric sanity tests rely on. The prompt is the ActAvatar structured prompt (models/prompt/) with
 its flat global and brief renderings.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import copy
 
 import numpy as np
 
-from synthavatar import audio, prompts
+from models import prompt as prompts
+from synthavatar import audio
 from synthavatar.actions import ACTION_BY_NAME, sample_action_params
 from synthavatar.avatar import render_avatar
 from synthavatar.identity import describe_identity, describe_scene, sample_identity

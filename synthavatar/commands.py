@@ -74,7 +74,7 @@ def contact_sheet(clip: dict, path: Path, sample_rate: int, fps: float, num: int
 
 
 def write_previews(cfg, paths, out_dir: Path) -> list[Path]:
-    from evaluation.video_io import write_video
+    from common.video_io import write_video
 
     written = []
     for path in paths[: cfg.data.preview_clips]:

@@ -1,4 +1,4 @@
-"""Tests for synthavatar.audio: schedule, synthesis, frame ground truth, features, I/O."""
+"""Tests for synthavatar.audio (schedule, synthesis, frame ground truth, features) and common.audio_io."""
 
 import json
 import os
@@ -8,21 +8,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from common.audio_io import SAMPLE_RATE, load_audio, save_wav, validate_waveform
+from common.errors import AudioError
 from synthavatar.audio import (
-    SAMPLE_RATE,
     VISEME_INDEX,
     VISEMES,
-    AudioError,
     AudioSchedule,
     Syllable,
     frame_envelope,
     frame_ground_truth,
-    load_audio,
     log_mel,
     sample_schedule,
-    save_wav,
     synthesize,
-    validate_waveform,
 )
 
 FPS = 25

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from evaluation.commands import _generated_items, find_videos
-from evaluation.video_io import VideoError, write_video
+from common.video_io import VideoError, write_video
 from synthavatar.dataset import generate_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_a_bad_init_from_is_one_line_naming_the_path(tmp_path):
 
 
 def test_a_truncated_ckpt_is_one_line(tmp_path):
-    from lightning_modules.checkpoints import read_weights
+    from system.weights import read_weights
     from common.errors import CheckpointError
 
     bad = tmp_path / "step.ckpt"

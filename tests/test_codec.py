@@ -9,10 +9,22 @@ import torch
 from omegaconf import OmegaConf
 
 from models import codec_synth, frames
-from models.codec import CodecConfig, CodecError, build_codec
+from datamodules.synth_avatar import SynthAvatarSource, SynthFitFrames
+from models.codec import CodecConfig, CodecError
+from models.codec_factory import build_codec
 from models.codec_synth import (SynthCodec, cache_path, fit_synth_codec, load_or_fit_synth_codec,
                                 load_synth_codec, synth_codec_key)
 from synthavatar.dataset import ensure_split, load_clip
+
+
+def frames_of(data_cfg, num_clips: int = 0):
+    """The training frames SynthAvatar hands a codec fit (first `num_clips` train clips, 0 = all)."""
+    return SynthAvatarSource(data_cfg).fit_frames(num_clips, progress=False)
+
+
+def fingerprint_of(data_cfg, num_clips: int):
+    """The same frames' identity without generating them (the key reads only the fingerprint)."""
+    return SynthFitFrames(data_cfg, num_clips, paths=[])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
@@ -161,15 +173,15 @@ def test_latents_are_normalised_per_channel_on_the_fit_data(data_cfg):
 
 def test_cache_hit_returns_identical_weights_without_refitting(data_cfg, tmp_path, monkeypatch):
     cfg = CodecConfig(cache_dir=str(tmp_path / "codec"))
-    first = build_codec(cfg, data_cfg, progress=False)
-    key = synth_codec_key(cfg, data_cfg, 6)
+    first = build_codec(cfg, frames_of(data_cfg), progress=False)
+    key = synth_codec_key(cfg, frames_of(data_cfg, 6))
     info = json.loads(cache_path(cfg, key).with_suffix(".json").read_text())
     assert info["key"] == key and info["clips"] == 6 and info["frames"] == 6 * 25
 
     def no_fit(*args, **kwargs):
         raise AssertionError("cache miss: refitted")
     monkeypatch.setattr(codec_synth, "fit_synth_codec", no_fit)
-    second = build_codec(cfg, data_cfg, progress=False)
+    second = build_codec(cfg, frames_of(data_cfg), progress=False)
     for name, tensor in first.state_dict().items():
         assert torch.equal(tensor, second.state_dict()[name]), name
     assert not list((tmp_path / "codec").glob(".*"))  # no temporary files left behind
@@ -177,27 +189,27 @@ def test_cache_hit_returns_identical_weights_without_refitting(data_cfg, tmp_pat
 
 def test_cache_key_follows_everything_that_decides_the_fit(data_cfg):
     base = CodecConfig()
-    key = synth_codec_key(base, data_cfg, 6)
-    changed = [synth_codec_key(CodecConfig(channels=16), data_cfg, 6),
-               synth_codec_key(CodecConfig(temporal_stride=2), data_cfg, 6),
-               synth_codec_key(CodecConfig(spatial_stride=4), data_cfg, 6),
-               synth_codec_key(base, OmegaConf.merge(data_cfg, {"seed": 1}), 6),
-               synth_codec_key(base, data_cfg, 5)]
+    key = synth_codec_key(base, fingerprint_of(data_cfg, 6))
+    changed = [synth_codec_key(CodecConfig(channels=16), fingerprint_of(data_cfg, 6)),
+               synth_codec_key(CodecConfig(temporal_stride=2), fingerprint_of(data_cfg, 6)),
+               synth_codec_key(CodecConfig(spatial_stride=4), fingerprint_of(data_cfg, 6)),
+               synth_codec_key(base, fingerprint_of(OmegaConf.merge(data_cfg, {"seed": 1}), 6)),
+               synth_codec_key(base, fingerprint_of(data_cfg, 5))]
     assert len({key, *changed}) == 6
     # Runtime-only settings do not refit: normalisation is applied on load, the cache dir is a location.
-    assert synth_codec_key(CodecConfig(normalize="global", cache_dir="elsewhere"), data_cfg, 6) == key
-    assert synth_codec_key(base, OmegaConf.merge(data_cfg, {"root": "other", "num_test": 9}), 6) == key
+    assert synth_codec_key(CodecConfig(normalize="global", cache_dir="elsewhere"), fingerprint_of(data_cfg, 6)) == key
+    assert synth_codec_key(base, fingerprint_of(OmegaConf.merge(data_cfg, {"root": "other", "num_test": 9}), 6)) == key
 
 
 def test_corrupt_cache_file_is_named_and_refitted(data_cfg, tmp_path):
     cfg = CodecConfig(cache_dir=str(tmp_path / "codec"), channels=16)
-    good = load_or_fit_synth_codec(cfg, data_cfg, progress=False)
-    path = cache_path(cfg, synth_codec_key(cfg, data_cfg, 6))
+    good = load_or_fit_synth_codec(cfg, frames_of(data_cfg), progress=False)
+    path = cache_path(cfg, synth_codec_key(cfg, frames_of(data_cfg, 6)))
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(CodecError, match=rf"{path.name}: cannot read cached SynthCodec"):
         load_synth_codec(path, cfg)
     with pytest.warns(UserWarning, match=rf"{path.name}: cannot read cached SynthCodec.*refitting"):
-        refit = load_or_fit_synth_codec(cfg, data_cfg, progress=False)
+        refit = load_or_fit_synth_codec(cfg, frames_of(data_cfg), progress=False)
     assert torch.equal(refit.basis, good.basis)  # the fit is deterministic, signs included
     assert torch.equal(load_synth_codec(path, cfg).basis, good.basis)  # and the file is whole again
     with pytest.raises(CodecError, match=r"tensor 'basis' is \(16, 12, 8, 8\), expected \(8, 12, 8, 8\)"):
@@ -211,7 +223,7 @@ def test_config_check_and_builder_name_the_fault(data_cfg):
     assert CodecConfig().check() == [] and CodecConfig(kind="wan", path="/x").check() == []
     with pytest.raises(ValueError, match="codec.path: kind 'wan' needs the local directory"):
         build_codec(CodecConfig(kind="wan"))
-    with pytest.raises(ValueError, match="pass data_cfg"):
+    with pytest.raises(ValueError, match="kind 'synth' is fitted on training frames"):
         build_codec(CodecConfig())
     with pytest.raises(ValueError, match=r"clips must be uint8 \(T, H, W, 3\)"):
         fit_synth_codec(CodecConfig(), [np.zeros((5, 3, 64, 64), np.float32)], progress=False)

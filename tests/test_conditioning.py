@@ -5,8 +5,8 @@ import torch
 from omegaconf import OmegaConf
 
 from configs.loader import load_config
-from datamodules.synth_avatar import SynthAvatarDataset, collate
-from models.codec import build_codec
+from datamodules.synth_avatar import SynthAvatarDataset, SynthAvatarSource, collate
+from models.codec_factory import build_codec
 from models.conditioning import ConditionEncoder, build_model
 from models.flow_matching import FlowMatchingConfig, drop_modalities, flow_matching_loss
 from models.sampling import sample
@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
                              "model.dit.phase_window_bias=true"])
     data_cfg = cfg.data  # the data code reads DictConfig sections; the model code typed dataclasses
     cfg = OmegaConf.to_object(cfg)
-    codec = build_codec(cfg.model.codec, data_cfg, progress=False)
+    codec = build_codec(cfg.model.codec, SynthAvatarSource(data_cfg).fit_frames(progress=False), progress=False)
     encoder = ConditionEncoder(cfg.model, codec)
     batch = collate([SynthAvatarDataset(data_cfg, "train")[i] for i in range(2)])
     return cfg, codec, encoder, batch
@@ -33,17 +33,17 @@ def setup(tmp_path_factory):
 def test_batch_becomes_latents_and_time_tagged_conditions(setup):
     cfg, codec, encoder, batch = setup
     x0, cond = encoder.prepare(batch)
-    T = codec.valid_num_frames(batch["video"].shape[1])       # 30 frames -> 29 = 4*7 + 1
+    T = codec.valid_num_frames(batch.video.shape[1])       # 30 frames -> 29 = 4*7 + 1
     assert T == 29 and x0.shape == (2, 8, 8, 8, 8)           # (B, C, F, h, w): 8 latent frames of 8x8
-    assert cond["audio"].shape == (2, T, cfg.model.audio.feature_dim)
-    assert cond["region_tokens"].shape == (2, 8 * 4 * 4, len(cfg.model.visual.regions))
+    assert cond.audio.shape == (2, T, cfg.model.audio.feature_dim)
+    assert cond.region_tokens.shape == (2, 8 * 4 * 4, len(cfg.model.visual.regions))
     # phase tokens carry their prompt windows, rescaled from the 30-frame clip to the 29 kept frames
-    prompt = batch["prompt"][0]
-    phase1 = cond["text_phase"][0] == 1
-    window = cond["text_window"][0][phase1][0]
+    prompt = batch.prompt[0]
+    phase1 = cond.text_phase[0] == 1
+    window = cond.text_window[0][phase1][0]
     expected = torch.tensor([prompt["phases"][0]["start"], prompt["phases"][0]["end"]]) / 1.2 * 30 / 29
     torch.testing.assert_close(window, expected)
-    assert (cond["text_phase"][0][~cond["text_is_phase"][0]] == 0).all()
+    assert (cond.text_phase[0][~cond.text_is_phase[0]] == 0).all()
 
 
 def test_training_step_reaches_every_trainable_module_and_sampling_decodes(setup):
@@ -55,7 +55,7 @@ def test_training_step_reaches_every_trainable_module_and_sampling_decodes(setup
     fm = FlowMatchingConfig()
     out = flow_matching_loss(lambda x, t, c: model(x, t, c, return_aux=True), x0,
                              drop_modalities(cond, fm, torch.Generator().manual_seed(0)), fm)
-    loss = out["loss"] + cfg.model.visual.loc_weight * out["aux"]["loc_loss"]
+    loss = out["loss"] + cfg.model.visual.loc_weight * out["aux"].loc_loss
     loss.backward()
     # the zero-init head gets a gradient first; everything else is reached once it is non-zero
     assert model.head.head.weight.grad.abs().sum() > 0
@@ -65,7 +65,7 @@ def test_training_step_reaches_every_trainable_module_and_sampling_decodes(setup
             p.add_(torch.randn_like(p) * 0.05)
     model.zero_grad()
     out = flow_matching_loss(lambda x, t, c: model(x, t, c, return_aux=True), x0, cond, fm)
-    (out["loss"] + out["aux"]["loc_loss"]).backward()
+    (out["loss"] + out["aux"].loc_loss).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     assert missing == []
     latents = sample(model, torch.randn_like(x0), cond, steps=2, solver="heun", text_scale=2.0, audio_scale=2.0,

@@ -126,9 +126,9 @@ def test_zero3_checkpoint_from_two_processes_resumes_with_one(zero3_run, tmp_pat
 
 def test_export_cli_weights_load_strictly_into_a_fresh_dit(zero3_run, tmp_path):
     from configs.loader import load_config
-    from lightning_modules.checkpoints import read_weights
+    from system.weights import read_weights
     from lightning_modules.export import export_weights
-    from lightning_modules.fit import build_system
+    from system.build import build_system
 
     run_dir = zero3_run["run_dir"]
     checkpoint = run_dir / "checkpoints" / "step-00000004.ckpt"

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from models.convert import CheckpointError, dit_config_from_json, load_wan_weights, read_state_dict, to_wan_keys
+from models.contracts import Conditions
 from models.dit import WanDiT
 from models.dit_config import PRESETS, DiTConfig, preset_config
 
@@ -55,7 +56,7 @@ def test_parity_with_diffusers_after_loading_a_diffusers_checkpoint(tmp_path, sh
     x, t, text = _inputs()
     with torch.no_grad():
         expected = reference(x, t * 1000, text, return_dict=False)[0]
-        got = ours(x, t, {"text": text})
+        got = ours(x, t, Conditions(text=text))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     cfg = dit_config_from_json(tmp_path)
     assert (cfg.dim, cfg.num_heads, cfg.in_channels, cfg.text_dim, cfg.num_layers) == (32, 2, 8, 16, 2)
@@ -74,7 +75,7 @@ def test_original_wan_keys_load_directly_and_norm3_is_the_affine_cross_attention
     assert set(read_state_dict(tmp_path / "wan.safetensors")) == set(ours.state_dict())
     x, t, text = _inputs(seed=4)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x, t, {"text": text}), reference(x, t * 1000, text, return_dict=False)[0],
+        torch.testing.assert_close(ours(x, t, Conditions(text=text)), reference(x, t * 1000, text, return_dict=False)[0],
                                    rtol=1e-4, atol=1e-5)
 
 
@@ -99,11 +100,11 @@ def test_per_frame_timesteps_equal_the_same_values_per_token():
     t_frames = torch.tensor([[0.0, 0.3, 0.3], [0.0, 0.8, 0.8]])
     t_tokens = t_frames.repeat_interleave(2 * 3, 1)  # 2 x 3 tokens per latent frame
     with torch.no_grad():
-        torch.testing.assert_close(model(x, t_frames, {"text": text}), model(x, t_tokens, {"text": text}))
-        same = model(x, torch.tensor([0.5, 0.5]), {"text": text})
-        torch.testing.assert_close(same, model(x, torch.full((2, 3), 0.5), {"text": text}))
+        torch.testing.assert_close(model(x, t_frames, Conditions(text=text)), model(x, t_tokens, Conditions(text=text)))
+        same = model(x, torch.tensor([0.5, 0.5]), Conditions(text=text))
+        torch.testing.assert_close(same, model(x, torch.full((2, 3), 0.5), Conditions(text=text)))
     with pytest.raises(ValueError, match="timesteps of shape"):
-        model(x, torch.zeros(2, 7), {"text": text})
+        model(x, torch.zeros(2, 7), Conditions(text=text))
 
 
 def test_clean_first_frame_is_a_real_condition():
@@ -114,7 +115,7 @@ def test_clean_first_frame_is_a_real_condition():
     x2 = x.clone()
     x2[:, :, 0] += 1.0
     with torch.no_grad():
-        delta = (model(x, t, {"text": text}) - model(x2, t, {"text": text}))[:, :, 1:].abs().max()
+        delta = (model(x, t, Conditions(text=text)) - model(x2, t, Conditions(text=text)))[:, :, 1:].abs().max()
     assert delta > 1e-3
 
 
@@ -128,14 +129,14 @@ def test_text_padding_mask_makes_padding_irrelevant():
     text2 = text.clone()
     text2[1, 3:] = 100.0
     with torch.no_grad():
-        a = model(x, t, {"text": text, "text_mask": mask})
-        b = model(x, t, {"text": text2, "text_mask": mask})
+        a = model(x, t, Conditions(text=text, text_mask=mask))
+        b = model(x, t, Conditions(text=text2, text_mask=mask))
     torch.testing.assert_close(a, b)
 
 
 def test_head_is_zero_initialised_so_a_fresh_model_predicts_zero_velocity():
     x, t, text = _inputs()
-    assert _ours()(x, t, {"text": text}).abs().max() == 0
+    assert _ours()(x, t, Conditions(text=text)).abs().max() == 0
 
 
 def test_5b_preset_has_the_published_parameter_count():
@@ -171,8 +172,8 @@ def test_activation_checkpointing_keeps_outputs_gradients_and_parameter_names():
     for model in (plain, wrapped):
         model.train()
         count = [0]
-        model.blocks[0].self_attn.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
-        model(x, t, {"text": text}).square().mean().backward()
+        model.blocks[0].self_attn.register_forward_hook(lambda *_, c=count: c.__setitem__(0, c[0] + 1))
+        model(x, t, Conditions(text=text)).square().mean().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
         calls.append(count[0])
     assert calls == [1, 2]  # the checkpointed block really is recomputed in backward

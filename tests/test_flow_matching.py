@@ -2,11 +2,17 @@
 import pytest
 import torch
 
+from models.contracts import Conditions
 from models.flow_matching import (FlowMatchingConfig, drop_modalities, flow_matching_loss,
                                   shift_timesteps)
 from models.sampling import guided_velocity, sample
 
 MU, SIGMA = 1.5, 0.5
+
+
+def _no_cond(batch: int) -> Conditions:
+    """Conditions the analytic velocities below ignore (only `text` is required)."""
+    return Conditions(text=torch.zeros(batch, 1, 1))
 
 
 def gaussian_velocity(x, t_frames, cond):
@@ -18,7 +24,7 @@ def gaussian_velocity(x, t_frames, cond):
 
 def _moments(solver, steps, shift=3.0):
     noise = torch.randn(4000, 1, 2, 1, 1, generator=torch.Generator().manual_seed(0))
-    x = sample(gaussian_velocity, noise, {}, steps=steps, solver=solver, shift=shift)
+    x = sample(gaussian_velocity, noise, _no_cond(4000), steps=steps, solver=solver, shift=shift)
     return x.mean().item(), x.std().item()
 
 
@@ -44,26 +50,26 @@ def test_loss_prefers_true_velocity_and_ignores_clean_first_frame():
     x0 = MU + SIGMA * torch.randn(64, 2, 3, 2, 2, generator=g)
     cfg = FlowMatchingConfig()
     t, noise = torch.rand(64, generator=g), torch.randn(x0.shape, generator=g)
-    true = flow_matching_loss(gaussian_velocity, x0, {}, cfg, t=t, noise=noise)["loss"]
-    zero = flow_matching_loss(lambda x, tf, c: torch.zeros_like(x), x0, {}, cfg, t=t, noise=noise)["loss"]
+    true = flow_matching_loss(gaussian_velocity, x0, _no_cond(64), cfg, t=t, noise=noise)["loss"]
+    zero = flow_matching_loss(lambda x, tf, c: torch.zeros_like(x), x0, _no_cond(64), cfg, t=t, noise=noise)["loss"]
     assert true < 0.5 * zero
 
     def wrong_on_frame0(x, tf, c):
         v = gaussian_velocity(x, tf, c)
         v[:, :, 0] += 100.0
         return v
-    spoiled = flow_matching_loss(wrong_on_frame0, x0, {}, cfg, t=t, noise=noise)["loss"]
+    spoiled = flow_matching_loss(wrong_on_frame0, x0, _no_cond(64), cfg, t=t, noise=noise)["loss"]
     assert spoiled == pytest.approx(true.item())  # frame 0 is the given reference, not a target
     seen = {}
-    flow_matching_loss(lambda x, tf, c: seen.setdefault("x", x) * 0, x0, {}, cfg, t=t, noise=noise)
+    flow_matching_loss(lambda x, tf, c: seen.setdefault("x", x) * 0, x0, _no_cond(64), cfg, t=t, noise=noise)
     assert torch.equal(seen["x"][:, :, 0], x0[:, :, 0])  # and it enters the network clean
 
 
 def test_modality_dropout_rates():
-    cond = drop_modalities({"text": torch.zeros(20000, 1)}, FlowMatchingConfig(),
+    cond = drop_modalities(Conditions(text=torch.zeros(20000, 1, 1)), FlowMatchingConfig(),
                            torch.Generator().manual_seed(0))
     for name in ("text", "audio", "image"):
-        assert (~cond[f"keep_{name}"]).float().mean().item() == pytest.approx(0.1, abs=0.01)
+        assert (~getattr(cond, f"keep_{name}")).float().mean().item() == pytest.approx(0.1, abs=0.01)
 
 
 def test_dual_cfg_combines_three_passes():
@@ -71,16 +77,16 @@ def test_dual_cfg_combines_three_passes():
 
     def model(x, tf, cond):  # velocity = 1 + 2*text + 4*audio, so each pass is identifiable
         calls.append(1)
-        return x * 0 + 1 + 2 * cond["keep_text"].float().view(-1, 1) + 4 * cond["keep_audio"].float().view(-1, 1)
+        return x * 0 + 1 + 2 * cond.keep_text.float().view(-1, 1) + 4 * cond.keep_audio.float().view(-1, 1)
     x, tf = torch.zeros(3, 1), torch.zeros(3, 1)
-    assert torch.allclose(guided_velocity(model, x, tf, {}, 1.0, 1.0), torch.full((3, 1), 7.0))
+    assert torch.allclose(guided_velocity(model, x, tf, _no_cond(3), 1.0, 1.0), torch.full((3, 1), 7.0))
     assert len(calls) == 1
     # v_none + s_t (v_text - v_none) + s_a (v_full - v_text) = 1 + 5*2 + 3*4
-    assert torch.allclose(guided_velocity(model, x, tf, {}, 5.0, 3.0), torch.full((3, 1), 23.0))
+    assert torch.allclose(guided_velocity(model, x, tf, _no_cond(3), 5.0, 3.0), torch.full((3, 1), 23.0))
 
 
 def test_sampler_keeps_the_reference_frame():
     noise = torch.randn(2, 1, 3, 1, 1)
     ref = torch.full((2, 1, 1, 1, 1), 9.0)
-    out = sample(gaussian_velocity, noise, {}, steps=4, first_frame=ref)
+    out = sample(gaussian_velocity, noise, _no_cond(2), steps=4, first_frame=ref)
     assert torch.equal(out[:, :, :1], ref)

@@ -11,7 +11,7 @@ from PIL import Image
 
 import main
 from configs.loader import load_config
-from evaluation.video_io import read_video
+from common.video_io import read_video
 from inference.attention_map import clip_record, frame_phase_mass, phase_window_summary, summarize_records
 from inference.requests import load_reference, load_request_audio
 from synthavatar.dataset import ensure_split, load_clip
@@ -23,8 +23,8 @@ FPS, SR, RES = 25, 16000, 64
 def world(tmp_path_factory):
     """Smoke config (1.2 s clips, tiny DiT, 2 sampling steps), random weights in runs/smoke/fit, and the
     request files (reference png, wav, prompt json) of the two test clips."""
-    from lightning_modules.checkpoints import save_weights
-    from lightning_modules.fit import build_system
+    from system.weights import save_weights
+    from system.build import build_system
 
     root = tmp_path_factory.mktemp("generate")
     overrides = [f"run.output_dir={root / 'runs'}", f"data.root={root / 'data'}",

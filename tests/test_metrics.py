@@ -7,6 +7,7 @@ import pytest
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from evaluation import metrics as M
+from evaluation import tables as T
 
 # --------------------------------------------------------------------------- sync
 
@@ -360,7 +361,7 @@ def test_summarize():
         {"sync_c": 2.0, "psnr": float("nan"), "name": "b"},
         {"sync_c": 3.0, "fvd": np.float32(10.0)},
     ]
-    s = M.summarize(rows)
+    s = T.summarize(rows)
     assert list(s) == ["sync_c", "psnr", "fvd"]
     assert s["sync_c"] == pytest.approx((2.0, np.std([1.0, 2.0, 3.0])))
     assert s["psnr"] == (30.0, 0.0)  # NaN ignored
@@ -369,15 +370,15 @@ def test_summarize():
 
 def test_to_markdown():
     table = {
-        "baseline": M.summarize([{"sync_c": 1.0, "fvd": 100.0}, {"sync_c": 2.0, "fvd": 110.0}]),
+        "baseline": T.summarize([{"sync_c": 1.0, "fvd": 100.0}, {"sync_c": 2.0, "fvd": 110.0}]),
         "ours|v2": {"sync_c": (2.5, 0.25), "custom": (0.1, 0.0)},
     }
-    md = M.to_markdown(table)
+    md = T.to_markdown(table)
     lines = md.strip().splitlines()
     assert lines[0] == "| run | sync_c ↑ | fvd ↓ | custom |"
     assert lines[1].count("---") == 4
     assert "| baseline | 1.500 ± 0.500 | 105.000 ± 5.000 | – |" in lines
     assert "| ours\\|v2 | 2.500 ± 0.250 | – | 0.100 ± 0.000 |" in lines
-    for name, up in M.METRIC_DIRECTIONS.items():
-        header = M.to_markdown({"r": {name: (0.0, 0.0)}}).splitlines()[0]
+    for name, up in T.METRIC_DIRECTIONS.items():
+        header = T.to_markdown({"r": {name: (0.0, 0.0)}}).splitlines()[0]
         assert (f"{name} ↑" if up else f"{name} ↓") in header

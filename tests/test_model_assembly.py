@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from models.audio import AudioConfig
+from models.contracts import Conditions
 from models.convert import load_wan_weights
 from models.dit import WanDiT
 from models.dit_config import DiTConfig
@@ -41,16 +42,16 @@ def _full_model(wan_dir):
 
 def _cond(text, B=2, F=3, seed=5):
     g = torch.Generator().manual_seed(seed)
-    Lt = text.shape[1]
     L = F * 2 * 3
     regions = torch.zeros(B, L, len(VISUAL.regions), dtype=torch.bool)
     regions[:, ::2, 1] = True  # every other token is "mouth"
-    return {"text": text,
-            "text_phase": torch.tensor([[0, 0, 1, 1, 2]] * B),
-            "text_window": torch.tensor([[[0, 1], [0, 1], [0, .5], [0, .5], [.5, 1]]] * B, dtype=torch.float32),
-            "text_is_phase": torch.tensor([[False, False, True, True, True]] * B),
-            "audio": torch.randn(B, num_video_frames(F, 4, True), AUDIO.feature_dim, generator=g),
-            "region_tokens": regions}
+    return Conditions(
+        text=text,
+        text_phase=torch.tensor([[0, 0, 1, 1, 2]] * B),
+        text_window=torch.tensor([[[0, 1], [0, 1], [0, .5], [0, .5], [.5, 1]]] * B, dtype=torch.float32),
+        text_is_phase=torch.tensor([[False, False, True, True, True]] * B),
+        audio=torch.randn(B, num_video_frames(F, 4, True), AUDIO.feature_dim, generator=g),
+        region_tokens=regions)
 
 
 def test_new_modules_are_reported_and_start_as_exact_no_ops(wan_dir):
@@ -65,10 +66,10 @@ def test_new_modules_are_reported_and_start_as_exact_no_ops(wan_dir):
     assert not any(k.startswith(("blocks.0.self_attn", "head.", "patch_embedding")) for k in new)
     x, t, text = _inputs()
     with torch.no_grad():
-        expected = backbone(x, t, {"text": text})
+        expected = backbone(x, t, Conditions(text=text))
         got, aux = full(x, t, _cond(text), return_aux=True)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    assert aux["loc_loss"] is not None and 0 < aux["loc_loss"] < 1
+    assert aux.loc_loss is not None and 0 < aux.loc_loss < 1
 
 
 def _perturb(module: torch.nn.Module, seed=7):
@@ -91,7 +92,7 @@ def test_each_trained_module_changes_the_output_and_dropping_it_restores_the_bac
                 _perturb(module)
             changed = full(x, t, cond)
             assert (changed - base).abs().max() > 1e-4, name
-            dropped = full(x, t, dict(cond, **{f"keep_{name}": torch.tensor([False, False])}))
+            dropped = full(x, t, cond.replace(**{f"keep_{name}": torch.tensor([False, False])}))
             torch.testing.assert_close(dropped, base, rtol=0, atol=0)
             base = changed
 
@@ -105,7 +106,7 @@ def test_phase_embeddings_and_window_bias_act_only_through_phase_tokens(wan_dir)
         full.phase_embedding.weight.normal_(0, 0.5)
         after = full(x, t, cond)
         assert (after - before).abs().max() > 1e-4
-        all_base = dict(cond, text_phase=torch.zeros_like(cond["text_phase"]))
+        all_base = cond.replace(text_phase=torch.zeros_like(cond.text_phase))
         full.phase_embedding.weight[0] = 0  # the base row is irrelevant when no token uses the others
         torch.testing.assert_close(full(x, t, all_base), before, rtol=0, atol=0)
         after = full(x, t, cond)
@@ -113,7 +114,7 @@ def test_phase_embeddings_and_window_bias_act_only_through_phase_tokens(wan_dir)
             block.cross_attn.window_bias.fill_(3.0)
         biased = full(x, t, cond)
         assert (biased - after).abs().max() > 1e-4
-        outside = dict(cond, text_window=torch.full_like(cond["text_window"], 2.0))  # windows after the clip
+        outside = cond.replace(text_window=torch.full_like(cond.text_window, 2.0))  # windows after the clip
         torch.testing.assert_close(full(x, t, outside), after)
 
 
@@ -121,8 +122,8 @@ def test_text_attention_record_is_a_distribution_over_text_tokens(wan_dir):
     full, _ = _full_model(wan_dir)
     x, t, text = _inputs()
     with torch.no_grad():
-        _, aux = full(x, t, dict(_cond(text), record_text_attention=True), return_aux=True)
-    maps = aux["text_attention"]
+        _, aux = full(x, t, _cond(text).replace(record_text_attention=True), return_aux=True)
+    maps = aux.text_attention
     assert sorted(maps) == [0, 1] and maps[0].shape == (2, 18, 5)
     torch.testing.assert_close(maps[1].sum(-1), torch.ones(2, 18))
 
@@ -133,7 +134,7 @@ def test_localisation_loss_trains_the_visual_path(wan_dir):
     full.train()
     x, t, text = _inputs()
     _, aux = full(x, t, _cond(text), return_aux=True)
-    aux["loc_loss"].backward()
+    aux.loc_loss.backward()
     assert full.blocks[1].visual_attn.q.weight.grad.abs().sum() > 0
     assert full.visual_adapter.qformer.queries.grad.abs().sum() > 0
     grad0 = full.blocks[0].visual_attn.q.weight.grad  # block 0: no loss, and its zero-init output blocks the path

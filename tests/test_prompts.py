@@ -1,4 +1,4 @@
-"""Tests for synthavatar.prompts: serialisations, validation messages, renderings."""
+"""Tests for models.prompt: serialisations, validation messages, renderings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from synthavatar.prompts import (
+from models.prompt import (
     PROMPT_JSON_SCHEMA,
     Phase,
     PromptError,

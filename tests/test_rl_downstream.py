@@ -9,7 +9,7 @@ import torch
 from rl.downstream import RAW, TEMPLATE, TRUTH, clip_example, condition_prompts, raw_prompt
 from rl.examples import EnhancerExample
 from rl.timing import AudioTiming
-from synthavatar.prompts import from_json
+from models.prompt import from_json
 
 EX = EnhancerExample("clip_00000", "make a cheerful presenter do a wave, then a thumbs up",
                      ["light skin", "short black hair", "brown eyes", "a red shirt", "a plain beige wall"],
@@ -51,9 +51,9 @@ def test_downstream_table_generates_and_scores_every_condition(tmp_path):
     falls back to the raw prompt reproduces the raw videos exactly; the ground-truth prompt changes them
     (so the per-clip prompts reach the model)."""
     from configs.loader import load_config, save_config
-    from evaluation.video_io import read_video
-    from lightning_modules.checkpoints import save_weights
-    from lightning_modules.fit import build_system
+    from common.video_io import read_video
+    from system.weights import save_weights
+    from system.build import build_system
     from rl.downstream import downstream_table
     from rl.examples import template_enhance
     from rl.policy import build_tiny_policy

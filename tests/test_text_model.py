@@ -11,7 +11,7 @@ from models.prompt_tokens import assign_blocks, encode_prompts, render_structure
 from models.text_encoders import (LearnedTextEncoder, MiniLMTextEncoder, TextConfig, UMT5TextEncoder,
                                   build_text_encoder)
 from synthavatar.actions import ACTIONS
-from synthavatar.prompts import Phase, PromptError, StructuredPrompt, normalized_windows, to_global, to_json
+from models.prompt import Phase, PromptError, StructuredPrompt, normalized_windows, to_global, to_json
 
 PROMPTS = [
     StructuredPrompt("A person with short black hair. They stand in front of a plain wall.",
@@ -86,8 +86,9 @@ def test_structured_tokens_carry_their_block_phase_and_window(name, request):
     _check_blocks(batch, encoder, PROMPTS)
     assert batch.phase[0].max() == 3 and batch.phase[1].max() == 1
     cond = batch.to_cond()
-    assert set(cond) == {"text", "text_mask", "text_phase", "text_window", "text_is_phase"}
-    assert cond["text"].shape == (2, batch.mask.shape[1], encoder.dim)
+    assert cond.text is batch.hidden and cond.text_mask is batch.mask and cond.text_phase is batch.phase
+    assert cond.text_window is batch.window and cond.text_is_phase is batch.is_phase
+    assert cond.text.shape == (2, batch.mask.shape[1], encoder.dim) and cond.audio is None
 
 
 def test_whitespace_and_zero_width_tokens_join_the_following_word():
@@ -219,7 +220,7 @@ def test_bad_inputs_name_the_fault(minilm):
         encode_prompts([StructuredPrompt("A person.", (Phase(0.0, 1.0, "nods"),))], minilm)
     bad = to_json(PROMPTS[1]) | {"phases": [{"start": 0.0, "end": 1.0, "txt": "nods"}]}
     assert structured_prompts([to_json(p) for p in PROMPTS]) == PROMPTS
-    with pytest.raises(PromptError, match=r"batch\['prompt'\]\[1\].*unknown field 'txt'"):
+    with pytest.raises(PromptError, match=r"batch\.prompt\[1\].*unknown field 'txt'"):
         structured_prompts([to_json(PROMPTS[0]), bad])
 
 

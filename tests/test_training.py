@@ -34,11 +34,13 @@ import main as cli
 from configs.loader import ConfigError, load_config
 from datamodules.samplers import StepSampler
 from lightning_modules import fit as fit_module
-from lightning_modules.checkpoints import (CheckpointError, find_resume_checkpoint, load_stage_weights,
-                                           save_weights, step_checkpoint_path)
+from common.errors import CheckpointError
+from lightning_modules.checkpoints import find_resume_checkpoint, step_checkpoint_path
 from lightning_modules.ema import EMA
 from lightning_modules.flow_module import lr_lambda, trainable_names
 from models.convert import NEW_MODULE_PATTERN
+from system.build import build_system
+from system.weights import load_stage_weights, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, CKPT_EVERY, VAL_EVERY = 16, 4, 3
@@ -150,7 +152,7 @@ def ws(tmp_path_factory) -> Path:
     """Workspace with the smoke SynthAvatar splits and the fitted codec (generated once, in-process)."""
     root = tmp_path_factory.mktemp("training")
     cfg = load_config("smoke", fit_overrides(root, "setup"))
-    fit_module.build_system(cfg, progress=False, load_init=False)  # generates the splits and fits the codec
+    build_system(cfg, progress=False, load_init=False)  # generates the splits and fits the codec
     return root
 
 
@@ -346,7 +348,7 @@ def stage1(ws) -> dict:
     at zero and no gradient reaches the audio adapter: stage 1 would train nothing (exactly zero updates)."""
     prior_dir = ws / "runs" / "prior" / "fit"
     overrides = stage1_overrides(ws, train__init_from=prior_dir)
-    initial = fit_module.build_system(load_config("smoke", overrides), progress=False, load_init=False)
+    initial = build_system(load_config("smoke", overrides), progress=False, load_init=False)
     prior = {k: v.clone() for k, v in initial.model.state_dict().items() if not NEW_MODULE_PATTERN.fullmatch(k)}
     assert not any("audio" in k for k in prior)
     head = prior["head.head.weight"]
@@ -390,7 +392,7 @@ def test_stage1_trains_only_the_audio_adapter(stage1):
 
 def test_stage2_initialises_from_stage1(ws, stage1):
     overrides = fit_overrides(ws, "stage2", train__init_from=stage1["dir"], model__dit__phase_embedding="true")
-    system = fit_module.build_system(load_config("smoke", overrides), progress=False)
+    system = build_system(load_config("smoke", overrides), progress=False)
     state = system.model.state_dict()
     weights = stage1["weights"]
     assert set(state) - set(weights) == {"phase_embedding.weight"} and set(weights) <= set(state)

@@ -1,4 +1,4 @@
-"""Round-trip and failure-mode tests for evaluation.video_io (PyAV)."""
+"""Round-trip and failure-mode tests for common.video_io (PyAV)."""
 
 import os
 from fractions import Fraction
@@ -7,9 +7,9 @@ import av
 import numpy as np
 import pytest
 
-from evaluation import video_io as vio
+from common import video_io as vio
 from evaluation.metrics import psnr
-from evaluation.video_io import VideoClip, VideoError, read_video, write_video
+from common.video_io import VideoClip, VideoError, read_video, write_video
 
 SR = 16000
 

@@ -192,10 +192,13 @@ def test_region_masks_reject_wrong_frame_count_and_stride():
 def test_select_region_masks_reorders_dataset_masks():
     gt = torch.zeros(1, 3, 5, 4, 4, dtype=torch.bool)  # (B, T, REGIONS, H, W)
     gt[:, :, 1] = True  # mouth
-    sel = select_region_masks(gt, ["hands", "mouth"])
+    names = ("eyes", "mouth", "hair", "face", "hands")
+    sel = select_region_masks(gt, names, ["hands", "mouth"])
     assert sel.shape == (1, 2, 3, 4, 4) and not sel[:, 0].any() and sel[:, 1].all()
     with pytest.raises(ValueError, match="nose"):
-        select_region_masks(gt, ["nose"])
+        select_region_masks(gt, names, ["nose"])
+    with pytest.raises(ValueError, match="over"):
+        select_region_masks(gt, names[:4], ["mouth"])  # a batch whose names do not match its masks
 
 
 # ------------------------------------------------------------------------------------------ adapter
@@ -275,13 +278,24 @@ def test_config_check_catches_bad_queries_and_regions_and_composes_with_omegacon
     assert VisualConfig().check() == []
     problems = dict(VisualConfig(num_queries=21).check())
     assert "num_queries" in problems and "5" in problems["num_queries"]
-    problems = dict(VisualConfig(regions=["eyes", "nose"], num_queries=20).check())
-    assert "nose" in problems["regions"]
+    problems = dict(VisualConfig(regions=["eyes", "eyes"], num_queries=20).check())
+    assert "duplicates" in problems["regions"]
     assert "encoder_path" in dict(VisualConfig(encoder="pretrained").check())
     with pytest.raises(ValueError, match="visual.num_queries"):
         VisualAdapter(VisualConfig(num_queries=21), dim=DIM, latent_channels=4)
     merged = OmegaConf.merge(OmegaConf.structured(VisualConfig), {"regions": ["eyes", "mouth"], "loc_blocks": [3]})
     assert OmegaConf.to_object(merged).check() == []
+
+
+def test_regions_the_data_source_lacks_fail_at_start_up_naming_the_key():
+    """Which regions exist is the data source's business (SynthAvatar: eyes, mouth, hair, face, hands)."""
+    from common.errors import ConfigError
+    from datamodules.synth_avatar import SynthAvatarSource
+    from configs.schema import DataConfig
+    source = SynthAvatarSource(DataConfig())
+    source.check_regions(["mouth", "hands"])
+    with pytest.raises(ConfigError, match=r"model.visual.regions.*\['nose'\].*synthavatar"):
+        source.check_regions(["eyes", "nose"])
 
 
 def test_resolve_loc_blocks_middle_third_or_explicit():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from synthavatar import prompts
+from models import prompt as prompts
 from synthavatar.actions import ACTION_LABEL, ACTIONS
 from synthavatar.clip import perturbed, render_clip, sample_clip_spec, sample_windows
 from synthavatar.identity import HAIR_STYLES, interpolate_identity, sample_identity

@@ -1,4 +1,4 @@
-"""Structured prompts for ActAvatar-style phase-aware conditioning.
+"""The structured-prompt format of ActAvatar-style phase-aware conditioning: data model, validation, JSON and text forms.
 
 ActAvatar (Sec. "Phase-Aware Cross-Attention") conditions the video model on a
 structured prompt ``P = {P_base, {(P_k, T_k)}_k}``: a *base block* ``P_base``
@@ -9,9 +9,10 @@ to ``P_k`` (plus the base block), so the windows must be well formed.
 
 This module holds the data model (:class:`Phase`, :class:`StructuredPrompt`),
 two serialisations (a versioned JSON form and a one-line-per-block text form),
-the renderings needed elsewhere (flat *global* prompt for the baseline, *brief*
-caption for stage-1 training, normalised windows, per-time phase lookup), and
-the validation that guards all of them.  See ``docs/prompt_format.md``.
+and the validation that guards all of them; the renderings (flat *global*
+prompt, *brief* caption, normalised windows, per-time phase lookup) are in
+models/prompt/render.py.  It belongs to the core: every data source (SynthAvatar,
+real video) hands the model prompts in this format.  See ``docs/prompt_format.md``.
 
 Trade-off, strict vs. lenient: content is validated strictly (unknown JSON
 fields, overlapping or out-of-clip windows, empty texts are errors, never
@@ -29,9 +30,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from common.errors import PromptError  # noqa: F401 (raised here, caught by its callers)
 
@@ -43,14 +42,7 @@ __all__ = [
     "StructuredPrompt",
     "format_seconds",
     "from_json",
-    "from_text",
-    "load_prompt",
-    "normalized_windows",
-    "phase_at",
-    "to_brief",
-    "to_global",
     "to_json",
-    "to_text",
     "validate",
 ]
 
@@ -97,7 +89,7 @@ PROMPT_JSON_SCHEMA: dict[str, Any] = {
     "title": "ActAvatar structured prompt",
     "description": (
         "Base block plus phase blocks bound to time windows. Cross-field rules not "
-        "expressible here are enforced by synthavatar.prompts.validate: start < end, "
+        "expressible here are enforced by models.prompt.validate: start < end, "
         "end <= duration, phases ordered by start and non-overlapping (touching allowed), "
         "texts non-empty after stripping whitespace."
     ),
@@ -367,190 +359,3 @@ def _phase_to_json(phase: Phase) -> dict:
     if phase.action is not None:
         item["action"] = phase.action
     return item
-
-
-# --------------------------------------------------------------------------- #
-# Text form
-# --------------------------------------------------------------------------- #
-
-_NUMBER = r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?"
-_BASE_LINE = re.compile(r"^\s*base\s*:\s*(?P<text>.*?)\s*$", re.IGNORECASE)
-_PHASE_LINE = re.compile(
-    r"^\s*phase\s*-?\s*(?P<number>\d+)\s*"
-    rf"\[\s*(?P<start>{_NUMBER})\s*s?\s*[–—-]\s*(?P<end>{_NUMBER})\s*s?\s*\]"
-    r"\s*:\s*(?P<text>.*?)\s*$",
-    re.IGNORECASE,
-)
-# ' / ' separates blocks on one line only when a phase header follows, so a
-# '/' inside a description ("black/white shirt") is left alone.
-_INLINE_SEPARATOR = re.compile(r"\s*/\s*(?=phase\s*-?\s*\d)", re.IGNORECASE)
-
-
-def _one_line(text: str) -> str:
-    # The text form is one block per line, so internal line breaks become spaces.
-    return " ".join(text.split())
-
-
-def to_text(prompt: StructuredPrompt) -> str:
-    """``Base: ...`` then ``Phase-k [s–e]: ...`` lines; drops duration and action."""
-    lines = [f"Base: {_one_line(prompt.base)}"]
-    for number, phase in enumerate(prompt.phases, start=1):
-        lines.append(f"Phase-{number} {_window(phase.start, phase.end)}: {_one_line(phase.text)}")
-    return "\n".join(lines)
-
-
-def _split_blocks(text: str) -> list[tuple[int, str]]:
-    """(line number, block) pairs; blank lines are skipped."""
-    blocks = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        for block in _INLINE_SEPARATOR.split(line):
-            if block.strip():
-                blocks.append((line_number, block.strip()))
-    return blocks
-
-
-def _parse_phase_line(line: str, line_number: int, expected: int, source: str) -> Phase:
-    match = _PHASE_LINE.match(line)
-    if match is None:
-        raise PromptError(
-            f"{source}: line {line_number}: cannot parse {line!r} (expected 'Phase-{expected} [start–end]: text')"
-        )
-    number = int(match["number"])
-    if number != expected:
-        raise PromptError(
-            f"{source}: line {line_number}: phase numbered {number} out of sequence, expected {expected}: {line!r}"
-        )
-    return Phase(float(match["start"]), float(match["end"]), match["text"])
-
-
-def from_text(
-    text: str,
-    duration: float | None = None,
-    source: str = "<text>",
-    max_phases: int = DEFAULT_MAX_PHASES,
-) -> StructuredPrompt:
-    """Parses the text rendering (see :func:`to_text`) and validates it."""
-    blocks = _split_blocks(text)
-    if not blocks:
-        raise PromptError(f"{source}: empty prompt; expected a 'Base: ...' line")
-    first_line, first = blocks[0]
-    base_match = _BASE_LINE.match(first)
-    if base_match is None:
-        raise PromptError(f"{source}: line {first_line}: missing 'Base: ...' line before {first!r}")
-    phases = []
-    for line_number, block in blocks[1:]:
-        if _BASE_LINE.match(block):
-            raise PromptError(f"{source}: line {line_number}: second 'Base:' line {block!r}")
-        phases.append(_parse_phase_line(block, line_number, len(phases) + 1, source))
-    prompt = StructuredPrompt(base_match["text"], tuple(phases), None)
-    return validate(prompt, duration=duration, source=source, max_phases=max_phases)
-
-
-# --------------------------------------------------------------------------- #
-# Files
-# --------------------------------------------------------------------------- #
-
-
-def load_prompt(path: str | Path, duration: float | None = None) -> StructuredPrompt:
-    """Reads a ``.json`` (JSON form) or ``.txt`` (text form) prompt file.
-
-    Errors name the path.  ``duration`` overrides the file's duration (the
-    text form has none, so pass the clip length to check windows against it).
-    """
-    path = Path(path)
-    source = str(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".txt"):
-        raise PromptError(f"{source}: unsupported prompt file type '{path.suffix}' (expected .json or .txt)")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise PromptError(f"{source}: cannot read prompt file: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise PromptError(f"{source}: not valid UTF-8 text (byte {error.start})") from None
-    if suffix == ".json":
-        return from_json(content, source=source, duration=duration)
-    return from_text(content, duration=duration, source=source)
-
-
-# --------------------------------------------------------------------------- #
-# Renderings used by training / evaluation
-# --------------------------------------------------------------------------- #
-
-_SENTENCE_END = re.compile(r"[.!?]+$")
-# First sentence: up to the first . ! ? that is followed by end of text or by a
-# new sentence (space + capital/quote/paren); "1.8 m" or "e.g. a" do not split.
-_FIRST_SENTENCE = re.compile(r"^(.*?[.!?])(?=\s*$|\s+[A-Z\"'“(])", re.DOTALL)
-
-
-def _as_sentence(text: str) -> str:
-    text = _one_line(text)
-    return text if _SENTENCE_END.search(text) else text + "."
-
-
-def _as_clause(text: str) -> str:
-    """Phase text as a clause inside a sentence: no final period, lower-cased start.
-
-    Only a Title-case first word ("She", "Then") is lower-cased, so acronyms
-    ("TV") and "I" keep their case.
-    """
-    clause = _SENTENCE_END.sub("", _one_line(text)).strip()
-    first_word = clause.split(" ", 1)[0]
-    if first_word != "I" and first_word[:1].isupper() and first_word[1:] == first_word[1:].lower():
-        clause = clause[0].lower() + clause[1:]
-    return clause
-
-
-def _join_in_order(clauses: list[str]) -> str:
-    """'A' / 'First, A, and then B.' / 'First, A, then B, and finally C.'"""
-    if len(clauses) == 1:
-        sentence = clauses[0]
-        return sentence[:1].upper() + sentence[1:] + "."
-    if len(clauses) == 2:
-        return f"First, {clauses[0]}, and then {clauses[1]}."
-    middle = "".join(f", then {clause}" for clause in clauses[1:-1])
-    return f"First, {clauses[0]}{middle}, and finally {clauses[-1]}."
-
-
-def to_global(prompt: StructuredPrompt) -> str:
-    """Flat prompt of the paper's global-prompt baseline: same content, no timing."""
-    clauses = [_as_clause(phase.text) for phase in prompt.phases]
-    return f"{_as_sentence(prompt.base)} {_join_in_order(clauses)}"
-
-
-def to_brief(prompt: StructuredPrompt) -> str:
-    """Brief caption for stage-1 training: the first sentence of the base block.
-
-    Convention: the base block opens with one sentence describing the identity
-    (who is on screen), e.g. "A person with short black hair in a red shirt.";
-    later sentences may add scene/style detail that the brief caption omits.
-    """
-    base = _one_line(prompt.base)
-    match = _FIRST_SENTENCE.match(base)
-    return match[1] if match else _as_sentence(base)
-
-
-def _known_duration(prompt: StructuredPrompt, duration: float | None) -> float:
-    clip = duration if duration is not None else prompt.duration
-    if clip is None:
-        raise PromptError("normalized_windows: clip duration unknown (pass duration= or set prompt.duration)")
-    return _check_duration(clip, "normalized_windows")
-
-
-def normalized_windows(prompt: StructuredPrompt, duration: float | None = None) -> list[tuple[float, float]]:
-    """Phase windows as fractions of the clip, in [0, 1] (for frame-index masks)."""
-    clip = _known_duration(prompt, duration)
-    # min(): an end within DURATION_TOLERANCE past the clip maps to exactly 1.0.
-    return [(min(p.start / clip, 1.0), min(p.end / clip, 1.0)) for p in prompt.phases]
-
-
-def phase_at(prompt: StructuredPrompt, t: float) -> int:
-    """1-based phase whose window ``[start, end)`` contains ``t``; 0 = base only.
-
-    Windows are half-open so that at a shared boundary the later phase wins and
-    every time maps to at most one phase.  Gaps between phases return 0.
-    """
-    for number, phase in enumerate(prompt.phases, start=1):
-        if phase.start <= t < phase.end:
-            return number
-    return 0

@@ -1,0 +1,34 @@
+"""The one sampling sequence, shared by generation (inference/generate.py) and the validation videos of a
+fit (lightning_modules/media.py): conditions encoded as in training, noise seeded per clip, the configured
+sampler and dual text/audio guidance (models/sampling.py), latent frame 0 = the encoded reference.
+Trade-off: noise is drawn per clip on the CPU from its own seed, so a clip's output does not depend on
+the batch it was sampled in or the device, at the cost of a host-to-device copy of the noise.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.contracts import ClipBatch
+from models.sampling import sample
+
+
+@torch.no_grad()
+def sample_latents(model, encoder, batch: ClipBatch, num_frames: int, seeds: list[int], cfg):
+    """The one sampling sequence (generation and validation samples): conditions encoded as in training,
+    noise seeded per clip, the configured sampler and guidance, latent frame 0 = the reference.
+    -> latents (B, C, F, h, w), the conditions used, the number of modelled frames T'."""
+    first, cond, kept = encoder.prepare_inference(batch, num_frames)
+    F = encoder.codec.num_latent_frames(kept)
+    noise = torch.stack([torch.randn((first.shape[1], F) + tuple(first.shape[3:]),
+                                     generator=torch.Generator().manual_seed(seed)) for seed in seeds])
+    s = cfg.sample
+    latents = sample(model, noise.to(first), cond, steps=s.steps, solver=s.solver, shift=cfg.train.flow.shift,
+                     text_scale=s.text_scale, audio_scale=s.audio_scale, first_frame=first)
+    return latents, cond, kept
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(B, 3, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3)."""
+    frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return frames.permute(0, 2, 3, 4, 1).cpu().numpy()

@@ -1,5 +1,5 @@
 # ActSync developer entry points.  On a fresh machine: `make demo`, `make test`.
-.PHONY: setup test demo rl clean
+.PHONY: setup lint test demo rl clean
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,6 +14,10 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 	$(PY) -m pip install -r requirements-dev.txt
 	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
 	touch $@
+
+# Lint (settings in pyproject.toml); CI runs it before the tests.
+lint: setup
+	$(VENV)/bin/ruff check .
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not gpu" tests

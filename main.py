@@ -84,6 +84,12 @@ def run_rl(cfg, args) -> int:
     return cmd_rl(cfg, args)
 
 
+def run_curve(cfg, args) -> int:
+    from sweeps.curve import cmd_curve
+
+    return cmd_curve(cfg, args)
+
+
 def run_sweep(cfg, args) -> int:
     from sweeps.runner import cmd_sweep
 
@@ -179,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output .safetensors (default: next to the checkpoint, step-N.safetensors)")
     export.add_argument("--no-ema", action="store_true", help=".ckpt: the raw weights, not the EMA average")
     export.set_defaults(handler=run_export, saves_config=False)
+
+    curve = commands.add_parser("curve", parents=[common],
+                                help="learning curve: train once, score held-out clips at fixed steps (CSV + PNG)")
+    curve.add_argument("--at", default="", metavar="STEPS",
+                       help="comma-separated steps to score (default: 4 evenly spaced up to train.max_steps)")
+    curve.add_argument("--clips", type=int, default=8, help="held-out test clips generated per point (default: 8)")
+    curve.add_argument("--x", choices=("samples_seen", "train_wall_s", "step"), default="samples_seen",
+                       help="x axis of the plot (default: samples_seen)")
+    curve.add_argument("--overlay", nargs="+", metavar="CSV", help="only plot these curve.csv files on one figure")
+    curve.add_argument("--out", metavar="FILE.png", help="with --overlay: the figure to write")
+    curve.add_argument("--quiet", action="store_true", help="no progress bars")
+    curve.set_defaults(handler=run_curve, saves_config=False)
     return parser
 
 

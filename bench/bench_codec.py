@@ -26,15 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.atomic import atomic_write_text  # noqa: E402
-from configs.loader import load_config  # noqa: E402
-from datamodules.synth_avatar import SynthAvatarSource  # noqa: E402
-from evaluation.evaluator import score_set, window_features  # noqa: E402
-from evaluation.probe_train import get_probe  # noqa: E402
-from evaluation.tables import to_markdown  # noqa: E402
-from models.codec import CodecConfig  # noqa: E402
-from models.codec_factory import build_codec  # noqa: E402
-from synthavatar.dataset import ensure_split, is_complete, load_clip  # noqa: E402
+from common.atomic import atomic_write_text
+from configs.loader import load_config
+from datamodules.synth_avatar import SynthAvatarSource
+from evaluation.evaluator import score_set, window_features
+from evaluation.probe_train import get_probe
+from evaluation.tables import to_markdown
+from models.codec import CodecConfig
+from models.codec_factory import build_codec
+from synthavatar.dataset import ensure_split, is_complete, load_clip
 
 SWEEP = [dict(channels=16), dict(channels=96), dict(temporal_stride=2), dict(spatial_stride=4)]
 DESIGN_NOTES = """Measured once while choosing the design (scripts not kept; same demo split, p8 s4):

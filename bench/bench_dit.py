@@ -2,7 +2,7 @@
 ActAvatar/SyncDreamer adapters, at SynthAvatar latent shapes; parameter counts of every preset (the 5B
 one built on the meta device). Not a test: run it, read the numbers, commit the results with the machine.
 
-    python bench/bench_dit.py [--presets tiny demo synth] [--batch 2] [--frames 25 --size 8 --channels 16]
+    python bench/bench_dit.py [--presets tiny demo synth-wide] [--batch 2] [--frames 25 --size 8 --channels 16]
         [--repeats 3] [--out bench/results/dit_cpu.json]
 """
 from __future__ import annotations
@@ -17,14 +17,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_synthavatar import machine  # noqa: E402
-from common.atomic import atomic_write_text  # noqa: E402
-from models.audio_config import AudioConfig  # noqa: E402
-from models.contracts import Conditions  # noqa: E402
-from models.dit import WanDiT  # noqa: E402
-from models.dit_config import preset_config  # noqa: E402
-from models.frames import num_video_frames  # noqa: E402
-from models.visual import VisualConfig  # noqa: E402
+from bench.bench_synthavatar import machine
+from common.atomic import atomic_write_text
+from models.audio_config import AudioConfig
+from models.contracts import Conditions
+from models.dit import WanDiT
+from models.dit_config import preset_config
+from models.frames import num_video_frames
+from models.visual import VisualConfig
 
 TEXT_DIM, TEXT_LEN = 384, 100  # MiniLM width, a typical SynthAvatar structured prompt
 
@@ -80,7 +80,7 @@ def bench_preset(preset, adapters, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["tiny", "demo", "synth"])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "demo", "synth-wide"])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=25, help="latent frames (97 video frames at stride 4)")
     parser.add_argument("--size", type=int, default=8, help="latent height = width")

@@ -25,13 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gpu_env import cuda_sync, write_phase  # noqa: E402
-from models.audio_config import AudioConfig  # noqa: E402
-from models.contracts import Conditions  # noqa: E402
-from models.dit import WanDiT  # noqa: E402
-from models.dit_config import preset_config  # noqa: E402
-from models.frames import num_video_frames  # noqa: E402
-from models.parallel import apply_activation_checkpointing  # noqa: E402
+from bench.gpu_env import cuda_sync, write_phase
+from models.audio_config import AudioConfig
+from models.contracts import Conditions
+from models.dit import WanDiT
+from models.dit_config import preset_config
+from models.frames import num_video_frames
+from models.parallel import apply_activation_checkpointing
 
 REAL = dict(preset="wan2.2-ti2v-5b", channels=48, frames=31, height=44, width=80, text_len=512, text_dim=4096,
             audio_dim=768, dtype="bf16")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs.loader import load_config  # noqa: E402
-from common.atomic import atomic_write_text  # noqa: E402
-from synthavatar.dataset import generate_split  # noqa: E402
+from common.atomic import atomic_write_text
+from configs.loader import load_config
+from synthavatar.dataset import generate_split
 
 
 def machine() -> str:

@@ -33,11 +33,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gpu_env import environment  # noqa: E402
-from common.atomic import atomic_write_text  # noqa: E402
-from kernels.time_attention import time_structured_attention  # noqa: E402
-from kernels.time_attention_triton import Tiles  # noqa: E402
-from models.attention import TimeBias  # noqa: E402
+from bench.gpu_env import environment
+from common.atomic import atomic_write_text
+from kernels.time_attention import time_structured_attention
+from kernels.time_attention_triton import Tiles
+from models.attention import TimeBias
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -149,7 +149,7 @@ def tile_search(shape: dict, dtype, device, repeats, warmup, candidates) -> dict
     for tiles in candidates:
         try:
             row = measure("fused", "text", shape, dtype, device, repeats, warmup, tiles)
-        except Exception as error:  # noqa: BLE001 - e.g. out of shared memory for this tile size
+        except Exception as error:
             rows.append({"tiles": list(tiles), "error": f"{type(error).__name__}: {str(error)[:200]}"})
             continue
         out = row.pop("output")

@@ -5,7 +5,7 @@ Not a test: run it on an idle machine and commit the results file with the machi
     python bench/bench_train.py [-e demo] [--steps 12] [--warmup 3] [--device cpu|cuda]
         [--out bench/results/train_cpu.json] [key=value ...]
 
-On a GPU (`--device cuda -e demo model.preset=synth train.strategy.precision=bf16-mixed`) it also
+On a GPU (`--device cuda -e demo model.preset=synth-wide train.strategy.precision=bf16-mixed`) it also
 reports peak GPU memory. The ZeRO-3 5B step needs several GPUs and DeepSpeed (configs/experiment/
 zero3_5b.yaml, scripts/); it is not measured by this script.
 """
@@ -21,13 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_synthavatar import machine  # noqa: E402
-from common.atomic import atomic_write_text  # noqa: E402
-from configs.loader import load_config  # noqa: E402
-from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
-from lightning_modules.flow_module import AvatarFlowModule, step_generator  # noqa: E402
-from system.build import build_system  # noqa: E402
+from bench.bench_synthavatar import machine
+from common.atomic import atomic_write_text
+from configs.loader import load_config
+from lightning_modules.flow_module import AvatarFlowModule, step_generator
+from system.build import build_system
 
 
 def measure(cfg, steps: int, warmup: int, device: str) -> dict:

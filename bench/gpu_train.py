@@ -94,7 +94,7 @@ def summary_metrics(metrics_file: Path) -> dict:
 def run_phase(out: Path, work: Path, budget_s: float, smoke: bool) -> dict:
     start = time.perf_counter()
     deadline = start + budget_s
-    left = lambda: deadline - time.perf_counter()  # noqa: E731
+    left = lambda: deadline - time.perf_counter()
     experiment = "smoke" if smoke else EXPERIMENT
     overrides = work_overrides(work) + (SMOKE_OVERRIDES if smoke else [])
     base = ["-e", experiment, *overrides]
@@ -108,7 +108,7 @@ def run_phase(out: Path, work: Path, budget_s: float, smoke: bool) -> dict:
         try:
             value = fn()
             steps[name] = {"status": "ok", "wall_s": round(time.perf_counter() - t0, 1), **(value or {})}
-        except Exception as error:  # noqa: BLE001 -- recorded, the phase stops here
+        except Exception as error:
             steps[name] = {"status": "failed", "wall_s": round(time.perf_counter() - t0, 1),
                            "error": f"{type(error).__name__}: {error}"}
             raise StepFailed(name) from error

@@ -14,11 +14,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs.loader import load_config  # noqa: E402
-from evaluation.action_detector import track_features  # noqa: E402
-from evaluation.probe_train import get_probe  # noqa: E402
-from synthavatar.actions import ACTION_NAMES, NUM_LABELS  # noqa: E402
-from synthavatar.dataset import ensure_split, load_clip  # noqa: E402
+from configs.loader import load_config
+from evaluation.action_detector import track_features
+from evaluation.probe_train import get_probe
+from synthavatar.actions import ACTION_NAMES, NUM_LABELS
+from synthavatar.dataset import ensure_split, load_clip
 
 
 def main() -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
-def atomic_write(path: "str | os.PathLike", write_fn: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], None]) -> Path:
     """Call `write_fn(tmp_path)` to write the content, then rename it over `path`. Returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +31,7 @@ def atomic_write(path: "str | os.PathLike", write_fn: Callable[[str], None]) -> 
     return path
 
 
-def atomic_write_bytes(path: "str | os.PathLike", data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -40,5 +40,5 @@ def atomic_write_bytes(path: "str | os.PathLike", data: bytes) -> Path:
     return atomic_write(path, write)
 
 
-def atomic_write_text(path: "str | os.PathLike", text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())

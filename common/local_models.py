@@ -8,8 +8,9 @@ message is kept verbatim after ours (long, but it names the missing file).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 

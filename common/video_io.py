@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from common.atomic import atomic_write
-from common.errors import VideoError  # noqa: F401 (raised here, caught by its callers)
+from common.errors import VideoError
 
 __all__ = ["VideoError", "VideoClip", "write_video", "read_video"]
 

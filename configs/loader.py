@@ -37,16 +37,17 @@ Usage::
 import difflib
 import os
 import typing
+from collections.abc import Iterator, Sequence
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.atomic import atomic_write_text
-from configs.schema import Config, check_config
 from common.errors import ConfigError
+from configs.schema import Config, check_config
 
 CONFIG_DIR = Path(__file__).resolve().parent
 REPO_ROOT = CONFIG_DIR.parent

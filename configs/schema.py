@@ -20,8 +20,9 @@ start-up, including ``main.py config``.
 """
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
-from typing import Iterator, Optional, get_type_hints
+from typing import get_type_hints
 
 from datamodules.sources import DATA_SOURCE_KINDS
 from models.audio_config import AudioConfig
@@ -141,7 +142,7 @@ class EvalConfig:
 
 # Every DiTConfig field, optional: None = "the preset's value" (models/dit_config.py PRESETS).
 DiTOverrides = make_dataclass(
-    "DiTOverrides", [(name, Optional[kind], None) for name, kind in get_type_hints(DiTConfig).items()])
+    "DiTOverrides", [(name, kind | None, None) for name, kind in get_type_hints(DiTConfig).items()])
 
 
 @dataclass
@@ -230,6 +231,7 @@ class TrainConfig:
     val_every: int = 100  # steps between validation passes; 0 = only at the end
     val_batches: int = 2
     sample_clips: int = 2  # validation clips generated (mp4, logged to W&B) after each validation; 0 = off
+    snapshot_at: list[int] = field(default_factory=list)  # steps whose generation weights are also exported
     flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -241,6 +243,8 @@ class TrainConfig:
         problems += _one_of(self, "lr_schedule", ("cosine", "constant"))
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(("ema_decay", f"must be in [0, 1) (got {self.ema_decay})"))
+        if any(not 0 < step <= self.max_steps for step in self.snapshot_at):
+            problems.append(("snapshot_at", f"steps must be in 1..max_steps={self.max_steps} (got {self.snapshot_at})"))
         if not self.trainable:
             problems.append(("trainable", "must name at least one parameter pattern (use ['.*'] for all)"))
         for pattern in self.trainable:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 

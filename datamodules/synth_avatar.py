@@ -12,7 +12,7 @@ than only when the localisation loss is on, so one collate serves every config.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ class SynthAvatarDataset(Dataset):
 
 def collate(samples: list[dict]) -> ClipBatch:
     """Stack tensors; pad phases to the longest prompt in the batch (phase_mask marks real ones)."""
-    stack = lambda key: torch.stack([s[key] for s in samples])  # noqa: E731
+    stack = lambda key: torch.stack([s[key] for s in samples])
     truth = {k: torch.stack([s["gt"][k] for s in samples]) for k in samples[0]["gt"]}
     P = max(len(s["prompt"]["phases"]) for s in samples)
     B = len(samples)

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.tables import to_markdown
+from common.atomic import atomic_write_text
+from common.video_io import VideoError, read_video
 from evaluation.evaluator import score_set, window_features
 from evaluation.probe_train import get_probe
-from common.video_io import VideoError, read_video
-from common.atomic import atomic_write_text
+from evaluation.tables import to_markdown
 from synthavatar.dataset import ensure_split, load_clip, split_size
 
 VIDEO_NAME = re.compile(r"^clip_(\d+)\.(mp4|npz|webm|mkv|mov)$")
@@ -78,7 +78,7 @@ def evaluate(cfg, split: str, videos: Path | None, progress: bool = True) -> dic
         items, count, label, gt_feats = _ground_truth_items(clip_paths), len(clip_paths), "ground truth", None
     else:
         items, count, label = _generated_items(found, clip_paths, cfg), len(found), str(videos)
-        gt_feats = lambda: ground_truth_features(probe, clip_paths)  # noqa: E731
+        gt_feats = lambda: ground_truth_features(probe, clip_paths)
     bar = tqdm(total=count, desc="evaluating", unit="video", disable=not progress)
     result = score_set(probe, items, cfg, gt_feats, bar)
     bar.close()

@@ -304,7 +304,7 @@ def ssim(a: np.ndarray, b: np.ndarray, max_value: float = 255.0) -> float:
     c2 = (0.03 * max_value) ** 2
     sigma, radius = 1.5, 5  # 11-tap Gaussian window
     # Blur only over H and W; truncate so the kernel is exactly 2 * radius + 1 wide.
-    blur = lambda x: gaussian_filter(x, sigma=(0, sigma, sigma, 0), truncate=radius / sigma)  # noqa: E731
+    blur = lambda x: gaussian_filter(x, sigma=(0, sigma, sigma, 0), truncate=radius / sigma)
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a**2
     var_b = blur(b * b) - mu_b**2
@@ -405,7 +405,7 @@ def expressiveness_corr(motion: np.ndarray, emphasis: np.ndarray) -> float:
     after a 5-frame box filter on each (the probe's frame-level jitter and the
     gesture/emphasis lag of a frame or two should not dominate).  In [-1, 1], higher is better.
     """
-    smooth = lambda x: uniform_filter1d(np.asarray(x, dtype=np.float64).ravel(), size=5, mode="nearest")  # noqa: E731
+    smooth = lambda x: uniform_filter1d(np.asarray(x, dtype=np.float64).ravel(), size=5, mode="nearest")
     return pearson(smooth(motion), smooth(emphasis))
 
 

@@ -14,18 +14,18 @@ import hashlib
 import io
 import json
 import time
-from multiprocessing import get_context
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.atomic import atomic_write_bytes
 from evaluation.action_detector import ActionDetector, synthetic_tracks, track_features, train_detector
 from evaluation.probe import TARGETS, Probe, augment, to_probe_input
 from synthavatar.clip import render_clip, sample_clip_spec
-from common.atomic import atomic_write_bytes
 from synthavatar.dataset import ensure_split, gen_settings, load_clip
 from synthavatar.identity import identity_vector
 
@@ -152,7 +152,7 @@ def train_probe(cfg, progress: bool = True) -> ProbeBundle:
     return bundle
 
 
-def attach_detector(bundle: "ProbeBundle", cfg, progress: bool = True) -> None:
+def attach_detector(bundle: ProbeBundle, cfg, progress: bool = True) -> None:
     """Train the action detector on synthetic tracks + noise of the probe's error on the val split."""
     start = time.time()
     pc, dc = cfg.eval.probe, cfg.data

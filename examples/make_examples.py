@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from common.atomic import atomic_write, atomic_write_text  # noqa: E402
-from configs.loader import load_config  # noqa: E402
 from common.audio_io import save_wav  # noqa: E402
+from configs.loader import load_config  # noqa: E402
 from synthavatar.dataset import ensure_split, load_clip  # noqa: E402
 
 

@@ -20,8 +20,8 @@ because it is part of the clip the prompt describes and attends to the text like
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 

@@ -41,9 +41,9 @@ def _mode(args) -> str:
 
 def generate_requests(generator, requests, out_dir: Path, progress: bool = True) -> list[Path]:
     """Generate `requests` (inference/requests.py) into out_dir; returns the mp4 paths."""
+    from common.errors import AudioError
     from inference.outputs import ClipWriter
     from inference.requests import batches
-    from common.errors import AudioError
 
     s = generator.cfg.sample
     codec = generator.codec

@@ -19,20 +19,19 @@ is already fixed by the latents being analysed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dataclasses import dataclass
-
-from inference.attention_map import PhaseMass, frame_phase_mass, patch_frame_seconds
 from common.errors import CheckpointError
-from system.build import build_system, load_text_encoder
-from system.weights import read_weights, resolve_weights
-from models.flow_matching import frame_timesteps, noisy_latents
+from inference.attention_map import PhaseMass, frame_phase_mass, patch_frame_seconds
 from models.contracts import ClipBatch, Conditions
+from models.flow_matching import frame_timesteps, noisy_latents
+from system.build import build_system, load_text_encoder
 from system.sampling import sample_latents, to_uint8_frames
+from system.weights import read_weights, resolve_weights
 
 ATTENTION_T = 0.5  # the fixed timestep of the attention pass
 ATTENTION_SEED_OFFSET = 1_000_003  # attention-pass noise seed = clip seed + this
@@ -62,7 +61,7 @@ class Generator:
         return sample_latents(self.model, self.encoder, batch, num_frames, seeds, self.cfg)
 
     @torch.no_grad()
-    def generate(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> "Generated":
+    def generate(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> Generated:
         """Sample and decode: the uint8 video plus the latents and conditions it came from."""
         latents, cond, kept = self.latents(batch, num_frames, seeds)
         video = to_uint8_frames(self.codec.decode(latents))[:, :kept]

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common.atomic import atomic_write_text
 from common.video_io import write_video
 from inference.attention_map import clip_record, summarize_records
+from models.contracts import ClipBatch
 
 SUMMARY = "phase_attention_summary.json"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from common.atomic import atomic_write  # noqa: E402
+from common.atomic import atomic_write
 
 BASE_COLOUR = "0.35"  # grey: the base block holds for the whole clip, so it gets no window
 PHASE_COLOURS = plt.get_cmap("tab10").colors

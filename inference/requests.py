@@ -25,19 +25,19 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from common.video_io import VideoError
 from common.audio_io import validate_waveform
 from common.errors import AudioError
-from synthavatar.dataset import DataError
+from common.video_io import VideoError
 from models.contracts import ClipBatch
-from models.prompt import (PromptError, StructuredPrompt, from_json, load_prompt, to_json, validate)
+from models.prompt import PromptError, StructuredPrompt, from_json, load_prompt, to_json, validate
+from synthavatar.dataset import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3")

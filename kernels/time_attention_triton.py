@@ -253,7 +253,7 @@ def head_dim_key(head_dim: int) -> str:
     return "d64" if head_dim <= 64 else "d128"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tuned(family: str, dim_key: str, which: str) -> Tiles | None:
     try:
         entry = json.loads(TUNED_TILES_FILE.read_text()).get(family, {}).get(dim_key, {}).get(which)

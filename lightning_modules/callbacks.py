@@ -10,6 +10,7 @@ the checkpoint, never a checkpoint of a half-applied step.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -77,6 +78,33 @@ class StepCheckpoint(L.Callback):
         if stop:
             pl_module.print(f"preemption signal: checkpoint at step {step} written, stopping")
             trainer.should_stop = True
+
+
+class WeightSnapshots(L.Callback):
+    """Export the generation weights (EMA when on) at chosen steps to `directory/step-N/` (the layout of
+    system/weights.py), with the wall time since training started and the samples seen, for learning
+    curves (sweeps/curve.py). Costs one state-dict copy per snapshot; nothing is generated here, so the
+    recorded wall time is training time only."""
+
+    def __init__(self, directory: Path, steps: list[int], meta: dict, config: dict | None = None):
+        self.directory, self.steps, self.meta, self.config = Path(directory), set(steps), meta, config
+        self._start = None
+
+    def on_train_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step not in self.steps or not trainer.is_global_zero or getattr(trainer.strategy, "zero_stage_3", False):
+            return
+        if (self.directory / f"step-{step}" / WEIGHTS).is_file():  # a resumed run passes it again
+            return
+        wall = time.perf_counter() - self._start
+        samples = step * len(batch) * trainer.world_size
+        save_weights(pl_module.generation_state(), self.directory / f"step-{step}",
+                     self.meta | {"global_step": step, "train_wall_s": round(wall, 2), "samples_seen": samples,
+                                  "ema": pl_module.ema is not None},
+                     config=self.config, text_encoder=pl_module.text_encoder_state())
 
 
 class ExportWeights(L.Callback):

@@ -15,10 +15,8 @@ import shutil
 import warnings
 from pathlib import Path
 
-import torch
-
-from common.safe_load import load_checkpoint_file  # noqa: F401 (re-exported)
 from common.errors import CheckpointError  # noqa: F401 (raised here, caught by its callers)
+from common.safe_load import load_checkpoint_file
 
 STEP_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 
@@ -55,7 +53,7 @@ def find_resume_checkpoint(directory: Path) -> Path | None:
     candidates = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := STEP_NAME.match(p.name)))
     for path in sorted(directory.glob("step-*.ckpt.partial")):  # a save cut short before its rename
         warnings.warn(f"skipping checkpoint {path}: partial (the save was interrupted)", stacklevel=2)
-    for step, path in reversed(candidates):
+    for _step, path in reversed(candidates):
         ok, why = _is_complete(path)
         if ok:
             return path

@@ -30,7 +30,7 @@ class EMA:
             self.shadow[name].lerp_(p.detach().to(self.shadow[name].dtype), 1 - decay)
         self.updates += 1
 
-    def to(self, device) -> "EMA":
+    def to(self, device) -> EMA:
         self.shadow = {name: t.to(device) for name, t in self.shadow.items()}
         return self
 
@@ -47,7 +47,8 @@ class EMA:
 
     def averaged_state(self, model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
         """The model's state dict with the trained weights replaced by their average."""
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # non-tensor entries (the learned text encoder's vocabulary) pass through unchanged
+        state = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
         for name, value in self.shadow.items():
             key = name[len(prefix):] if name.startswith(prefix) else name
             state[key] = value.to(state[key].dtype if key in state else value.dtype, copy=True)

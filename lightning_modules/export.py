@@ -24,8 +24,8 @@ from common.atomic import atomic_write, atomic_write_text
 from common.errors import CheckpointError
 from common.safe_load import load_checkpoint_file
 from lightning_modules.checkpoints import find_resume_checkpoint
-from system.weights import CONFIG, TEXT_ENCODER
 from lightning_modules.distributed import deepspeed_tag_dir, is_deepspeed_checkpoint, saved_world_size
+from system.weights import CONFIG, TEXT_ENCODER, save_text_encoder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PREFIX = "model."
@@ -89,15 +89,19 @@ def default_output(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".safetensors")
 
 
-def text_encoder_weights(source: str | Path) -> dict[str, torch.Tensor]:
-    """The learned text encoder a Lightning checkpoint holds under `text_encoder.` ({} when none: the packaged
-    encoders are frozen and never saved; under ZeRO-3 it would sit in the shards, which the learned
-    ablation, a CPU-scale model, does not use)."""
+def text_encoder_weights(source: str | Path, ema: bool = True) -> dict[str, torch.Tensor]:
+    """The learned text encoder a Lightning checkpoint holds under `text_encoder.`, its EMA average
+    (checkpoint["text_ema"]) when `ema` and present ({} when none: the packaged encoders are frozen and never
+    saved; under ZeRO-3 it would sit in the shards, which the learned ablation, a CPU-scale model, does not
+    use)."""
     path = resolve_checkpoint(source)
     if path.is_dir():
         return {}
-    state = load_checkpoint_file(path, mmap=True).get("state_dict", {})
-    return {k[len(TEXT_PREFIX):]: v for k, v in state.items() if k.startswith(TEXT_PREFIX)}
+    checkpoint = load_checkpoint_file(path, mmap=True)
+    state = checkpoint.get("state_dict", {})
+    text = {k[len(TEXT_PREFIX):]: v for k, v in state.items() if k.startswith(TEXT_PREFIX)}
+    shadow = (checkpoint.get("text_ema") or {}).get("shadow") if ema and text else None
+    return text | (shadow or {})
 
 
 def export_weights(source: str | Path, out: str | Path | None = None, dtype: str = "fp32", ema: bool = True,
@@ -115,10 +119,9 @@ def export_weights(source: str | Path, out: str | Path | None = None, dtype: str
     description = (meta or {}) | found | {"dtype": dtype, "tensors": len(tensors),
                                           "parameters": sum(t.numel() for t in tensors.values())}
     atomic_write_text(out.with_suffix(".json"), json.dumps(description, indent=1, default=str))
-    text = text_encoder_weights(source)
+    text = text_encoder_weights(source, ema)
     if text:
-        atomic_write(out.parent / TEXT_ENCODER,
-                     lambda tmp: save_file({k: v.detach().cpu().contiguous() for k, v in text.items()}, tmp))
+        save_text_encoder(text, out.parent / TEXT_ENCODER)
     config = config if config is not None else _run_config(Path(found["source"]))
     if config is not None:
         atomic_write_text(out.parent / CONFIG, json.dumps(config, indent=1, default=str))

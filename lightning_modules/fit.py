@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from common.errors import ConfigError
 from datamodules.clip_datamodule import ClipDataModule
-from lightning_modules.callbacks import ExportWeights, StepCheckpoint
+from lightning_modules.callbacks import ExportWeights, StepCheckpoint, WeightSnapshots
 from lightning_modules.checkpoints import find_resume_checkpoint
 from lightning_modules.flow_module import AvatarFlowModule
 from lightning_modules.media import SampleVideos
@@ -62,6 +62,10 @@ def cmd_fit(cfg, args) -> int:
                  ExportWeights(run_dir, {"run": typed.run.name, "stage": typed.train.stage},
                                OmegaConf.to_container(cfg, resolve=True)),
                  SampleVideos(system.source, run_dir / "samples", typed.train.sample_clips)]
+    if typed.train.snapshot_at:
+        callbacks.append(WeightSnapshots(run_dir / "snapshots", typed.train.snapshot_at,
+                                         {"run": typed.run.name, "stage": typed.train.stage},
+                                         OmegaConf.to_container(cfg, resolve=True)))
     trainer = build_trainer(typed, run_dir, callbacks, progress=not getattr(args, "quiet", False))
     datamodule = ClipDataModule(system.source, train_steps=typed.train.max_steps, seed=typed.run.seed)
     ckpt = resume_path(getattr(args, "resume", "") or "", checkpoint_dir, trainer)

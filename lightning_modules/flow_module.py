@@ -73,6 +73,10 @@ class AvatarFlowModule(L.LightningModule):
         if cfg.train.ema_decay > 0:
             params = dict(model.named_parameters())
             self.ema = EMA([(n, params[n]) for n in self.trained], cfg.train.ema_decay)
+        # The learned text table is trained state too: averaged like the DiT, saved as checkpoint["text_ema"].
+        self.text_ema = None
+        if cfg.train.ema_decay > 0 and self.text_encoder is not None:
+            self.text_ema = EMA(list(self.text_encoder.named_parameters()), cfg.train.ema_decay)
         self._last_batch_time = None
 
     # ------------------------------------------------------------------ the one shared step
@@ -81,7 +85,7 @@ class AvatarFlowModule(L.LightningModule):
         x0, cond = self.encoder.prepare(batch)
         if training:
             cond = drop_modalities(cond, self.cfg.train.flow, generator)
-        velocity = lambda x, t, c: self.model(x, t, c, return_aux=True)  # noqa: E731
+        velocity = lambda x, t, c: self.model(x, t, c, return_aux=True)
         out = flow_matching_loss(velocity, x0, cond, self.cfg.train.flow, generator)
         loss, logs = out["loss"], {"fm_loss": out["loss"].detach()}
         loc_loss = out["aux"].loc_loss
@@ -146,8 +150,9 @@ class AvatarFlowModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         # Here, not in on_train_batch_end: callbacks' on_train_batch_end (StepCheckpoint) runs before the
         # module's, so a step-k checkpoint would hold an EMA of k - 1 updates and a resumed run would lose one.
-        if self.ema is not None:
-            self.ema.update()
+        for ema in (self.ema, self.text_ema):
+            if ema is not None:
+                ema.update()
 
     def on_validation_end(self):
         self._last_batch_time = None  # throughput is not measured across a validation pass
@@ -156,8 +161,9 @@ class AvatarFlowModule(L.LightningModule):
 
     def on_fit_start(self):
         self.encoder.to(self.device)
-        if self.ema is not None:
-            self.ema.to(self.device)
+        for ema in (self.ema, self.text_ema):
+            if ema is not None:
+                ema.to(self.device)
 
     def on_validation_start(self):
         self.encoder.to(self.device)
@@ -165,11 +171,15 @@ class AvatarFlowModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
+        if self.text_ema is not None:
+            checkpoint["text_ema"] = self.text_ema.state_dict()
         checkpoint["trained_parameters"] = self.trained
 
     def on_load_checkpoint(self, checkpoint):
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
+        if self.text_ema is not None and "text_ema" in checkpoint:
+            self.text_ema.load_state_dict(checkpoint["text_ema"])
 
     def generation_state(self) -> dict[str, torch.Tensor]:
         """The DiT weights used for generation: EMA-averaged trained weights when EMA is on."""
@@ -178,7 +188,10 @@ class AvatarFlowModule(L.LightningModule):
         return self.ema.averaged_state(self.model)
 
     def text_encoder_state(self) -> dict[str, torch.Tensor] | None:
-        """The learned text encoder's trained table (exported beside the DiT), None when it is frozen."""
+        """The learned text encoder's trained table (exported beside the DiT; EMA-averaged like the DiT when EMA
+        is on), None when it is frozen."""
         if self.text_encoder is None:
             return None
-        return {k: v.detach().clone() for k, v in self.text_encoder.state_dict().items()}
+        if self.text_ema is not None and self.cfg.sample.use_ema:
+            return self.text_ema.averaged_state(self.text_encoder)
+        return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in self.text_encoder.state_dict().items()}

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.fabric.utilities.apply_func import move_data_to_device
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from common.video_io import write_video
 from datamodules.sources import DataSource

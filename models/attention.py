@@ -18,15 +18,21 @@ Trade-off: materialising the bias costs Lq x Lk x H memory; the fused 'triton' b
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kernels.attention_math import (  # noqa: F401
+    TimeBias,
+    _additive_mask,
+    _zero_empty_rows,
+    attention_probs,
+    frame_local_bias,
+    phase_window_bias,
+)
 from kernels.time_attention import time_structured_attention
-from kernels.attention_math import (TimeBias, _additive_mask, _zero_empty_rows, attention_probs,  # noqa: F401
-                                   frame_local_bias, phase_window_bias)
 
 AttentionFn = Callable[..., torch.Tensor]
 BACKENDS: dict[str, AttentionFn] = {}

@@ -22,10 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.local_models import load_local, local_model_dir
 from common.audio_features import frame_envelope, log_mel
+from common.local_models import load_local, local_model_dir
 from models.audio_config import AudioConfig
-
 
 # Fixed dB normalisation (not per clip, so loudness stays comparable across clips): speech frames of
 # SynthAvatar span about -75..+25 dB, mapped to roughly [-1.5, 2.5]; digital silence (-100 dB) -> -2.4.
@@ -104,7 +103,7 @@ class Wav2Vec2Encoder(nn.Module):
         self.layer_index = _parse_layer_choice(layers, num_states, directory)
         self.layer_logits = nn.Parameter(torch.zeros(num_states)) if self.layer_index is None else None
 
-    def train(self, mode: bool = True) -> "Wav2Vec2Encoder":
+    def train(self, mode: bool = True) -> Wav2Vec2Encoder:
         super().train(mode)
         self.backbone.eval()  # frozen: dropout stays off even while the rest of the model trains
         return self

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from models import frames
 from common.errors import CodecError  # noqa: F401 (raised here, caught by its callers)
+from models import frames
 
 CODEC_KINDS = ("synth", "wan")
 NORMALIZE_MODES = ("channel", "global")
@@ -85,7 +85,7 @@ class LatentCodec(nn.Module):
     spatial_stride: int
     causal_first: bool
 
-    def freeze(self) -> "LatentCodec":
+    def freeze(self) -> LatentCodec:
         self.requires_grad_(False)
         return self.eval()
 

@@ -25,8 +25,8 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch

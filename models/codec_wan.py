@@ -18,7 +18,7 @@ import torch
 from models.codec import CodecError, LatentCodec
 
 
-def resolve_vae_dir(path: "str | Path") -> Path:
+def resolve_vae_dir(path: str | Path) -> Path:
     """The directory holding the VAE's config.json: `path` itself or its `vae/` subfolder."""
     path = Path(path).expanduser()
     if not path.is_dir():
@@ -34,7 +34,7 @@ def resolve_vae_dir(path: "str | Path") -> Path:
 class WanVAECodec(LatentCodec):
     """Frozen AutoencoderKLWan; latents normalised with the config's latents_mean / latents_std."""
 
-    def __init__(self, path: "str | Path", dtype: torch.dtype = torch.float32):
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32):
         super().__init__()
         from diffusers import AutoencoderKLWan  # heavy import, only when a Wan codec is built
 

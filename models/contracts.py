@@ -14,8 +14,9 @@ down in one place. Lightning moves dataclass batches to the device field by fiel
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class ClipBatch:
     def __len__(self) -> int:
         return int(self.reference.shape[0])
 
-    def replace(self, **changes) -> "ClipBatch":
+    def replace(self, **changes) -> ClipBatch:
         return dataclasses.replace(self, **changes)
 
 
@@ -75,10 +76,10 @@ class Conditions:
     keep_image: Tensor | None = None
     record_text_attention: bool = False        # -> AuxOutputs.text_attention
 
-    def replace(self, **changes) -> "Conditions":
+    def replace(self, **changes) -> Conditions:
         return dataclasses.replace(self, **changes)
 
-    def to(self, device) -> "Conditions":
+    def to(self, device) -> Conditions:
         """The same conditions with every tensor on `device` (dtypes kept: masks stay bool)."""
         return self.replace(**{f.name: v.to(device) for f in dataclasses.fields(self)
                                if isinstance(v := getattr(self, f.name), torch.Tensor)})

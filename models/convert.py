@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from models.dit_config import DiTConfig
-from common.errors import CheckpointError  # noqa: F401 (raised here, caught by its callers)
+from common.errors import CheckpointError
 from common.safe_load import load_checkpoint_file
+from models.dit_config import DiTConfig
 
 # (diffusers pattern, original replacement), applied to the full key with re.fullmatch
 _DIFFUSERS_TO_WAN = [

@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.attention import ProjectedAttention, TimeBias, attention, attention_probs, merge_heads
-from models.rope import apply_rope
 from models.contracts import AuxOutputs
+from models.rope import apply_rope
 
 
 class FP32LayerNorm(nn.LayerNorm):

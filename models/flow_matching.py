@@ -11,8 +11,8 @@ Trade-off: per-frame timesteps (not per-token) are all image-to-video needs and 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -2,7 +2,8 @@
 
 ActAvatar (Sec. "Phase-Aware Cross-Attention") decomposes the prompt into P = {P_base, P_1..P_K}; the
 DiT adds a zero-initialised phase embedding e_k to every text token of phase k and lets frames attend
-to phase k's tokens inside its window T_k. This module produces what the DiT reads (`TextBatch.to_cond`, the text fields of models.contracts.Conditions):
+to phase k's tokens inside its window T_k. This module produces what the DiT reads (`TextBatch.to_cond`, the text fields of
+models.contracts.Conditions):
 text (B, L, D), text_mask (B, L), text_phase (B, L) (0 = base block or padding, k = phase k, 1-based),
 text_window (B, L, 2) (normalised [start, end]; [0, 1] for base tokens, [0, 0] for padding) and
 text_is_phase (B, L).
@@ -24,14 +25,14 @@ from __future__ import annotations
 
 import bisect
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from models.contracts import Conditions
-from models.text_encoders import PROMPT_MODES, Offset, TextEncoder
 from models.prompt import StructuredPrompt, from_json, normalized_windows, to_brief, to_global, to_text
+from models.text_encoders import PROMPT_MODES, Offset, TextEncoder
 
 BASE_WINDOW = (0.0, 1.0)  # the base block holds for the whole clip
 

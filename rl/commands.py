@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from rl.examples import EnhancerExample, SYSTEM_PROMPT, synthavatar_examples, template_enhance, user_message
+from rl.examples import SYSTEM_PROMPT, EnhancerExample, synthavatar_examples, template_enhance, user_message
 
 CACHE = Path("cache/rl")
 

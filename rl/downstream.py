@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write_text
+from models.prompt import Phase, StructuredPrompt, to_json, validate
 from rl.examples import EnhancerExample, spec_example, template_enhance
 from rl.rewards import parse
-from models.prompt import Phase, StructuredPrompt, to_json, validate
 
 RAW, TEMPLATE, TRUTH = "raw short prompt", "template (rule-based)", "ground-truth prompt"
 # panel headers of the comparison videos (other conditions: their name without spaces)

@@ -45,7 +45,7 @@ class EnhancerExample:
                            "mood": self.mood, "actions": self.actions, "timing": self.timing.to_dict()})
 
     @classmethod
-    def from_json(cls, text: str) -> "EnhancerExample":
+    def from_json(cls, text: str) -> EnhancerExample:
         d = json.loads(text)
         return cls(d["clip"], d["short_prompt"], d["attributes"], d["mood"], d["actions"],
                    AudioTiming.from_dict(d["timing"]))
@@ -128,7 +128,8 @@ def phase_text(action: str, paraphrase: str) -> str:
 def template_enhance(ex: EnhancerExample, variant: int = 0) -> str:
     """The rule-based structured prompt (text form, '-' in windows) for `ex`."""
     from synthavatar.actions import ACTION_BY_NAME
-    base = f"A person with {', '.join(ex.attributes[:-1])} in front of {ex.attributes[-1]}, speaking in {_article(ex.mood)} {ex.mood} manner."
+    looks, place = ", ".join(ex.attributes[:-1]), ex.attributes[-1]
+    base = f"A person with {looks} in front of {place}, speaking in {_article(ex.mood)} {ex.mood} manner."
     lines = [f"Base: {base}"]
     windows = _windows_on_speech(ex.timing, len(ex.actions))
     for k, (action, (start, end)) in enumerate(zip(ex.actions, windows), start=1):

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
+from models.prompt import PromptError, StructuredPrompt, from_text
 from rl.examples import EnhancerExample
 from rl.lexicon import body_parts, mentions, motion_verbs, words
-from models.prompt import PromptError, StructuredPrompt, from_text
 
 
 @dataclass
 class RewardTools:
-    embed: Callable[[list[str]], "list[list[float]]"] | None = None  # texts -> unit vectors
+    embed: Callable[[list[str]], list[list[float]]] | None = None  # texts -> unit vectors
     logprob: Callable[[str], float] | None = None  # text -> mean token log-probability
 
 

@@ -32,7 +32,7 @@ class AudioTiming:
 
     def describe(self) -> str:
         """One line for the policy's prompt, e.g. 'duration 4.0 s; speech 0.3-1.5, 1.9-3.7; ...'."""
-        span = lambda xs: ", ".join(f"{a:.1f}-{b:.1f}" for a, b in xs) or "none"  # noqa: E731
+        span = lambda xs: ", ".join(f"{a:.1f}-{b:.1f}" for a, b in xs) or "none"
         return (f"duration {self.duration:.1f} s; speech {span(self.segments)}; pauses {span(self.pauses)}; "
                 f"emphasis at {', '.join(f'{t:.1f}' for t in self.peaks) or 'none'}")
 
@@ -40,7 +40,7 @@ class AudioTiming:
         return {"duration": self.duration, "segments": self.segments, "pauses": self.pauses, "peaks": self.peaks}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AudioTiming":
+    def from_dict(cls, d: dict) -> AudioTiming:
         return cls(float(d["duration"]), [tuple(s) for s in d["segments"]], [tuple(p) for p in d["pauses"]],
                    [float(t) for t in d["peaks"]])
 

@@ -12,8 +12,8 @@ chest. Hand shapes: see HAND_SHAPES.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

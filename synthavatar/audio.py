@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from common.audio_features import frame_envelope, log_mel  # noqa: F401 (re-exported: the per-frame features)
+from common.audio_features import frame_envelope, log_mel
 from common.audio_io import SAMPLE_RATE
 
 __all__ = [
@@ -134,7 +134,7 @@ class AudioSchedule:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AudioSchedule":
+    def from_dict(cls, d: dict) -> AudioSchedule:
         def intervals(key):  # JSON turns tuples into lists; restore them for equality
             return [(float(a), float(b)) for a, b in d[key]]
 

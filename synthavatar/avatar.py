@@ -12,9 +12,21 @@ from __future__ import annotations
 import numpy as np
 
 from synthavatar.actions import HAND
-from synthavatar.render import (EYE_WHITE, MOUTH_INNER, REGIONS, VISEME_SHAPES, Canvas, _f,
-                                background_image, joints_of, layout, sd_box, sd_circle, sd_ellipse,
-                                sd_segment)
+from synthavatar.render import (
+    EYE_WHITE,
+    MOUTH_INNER,
+    REGIONS,
+    VISEME_SHAPES,
+    Canvas,
+    _f,
+    background_image,
+    joints_of,
+    layout,
+    sd_box,
+    sd_circle,
+    sd_ellipse,
+    sd_segment,
+)
 
 
 def _rgb(v, scale=1.0):

@@ -19,9 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from common.atomic import atomic_write, atomic_write_text
+from common.errors import DataError
 from synthavatar.clip import render_clip, sample_clip_spec
 from synthavatar.splits import SPLIT_ID, SPLITS
-from common.errors import DataError  # noqa: F401 (raised here, caught by its callers)
 
 CACHE_VERSION = 3  # bump whenever rendering or ground truth changes
 GEN_KEYS = ("seed", "resolution", "fps", "duration", "sample_rate", "min_phases", "max_phases")

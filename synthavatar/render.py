@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthavatar.actions import HAND
-
 JOINTS = ("head", "neck", "r_shoulder", "r_elbow", "r_wrist", "r_hand", "l_shoulder", "l_elbow",
           "l_wrist", "l_hand", "chest")
 REGIONS = ("eyes", "mouth", "hair", "face", "hands")

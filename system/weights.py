@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from common.atomic import atomic_write, atomic_write_text
@@ -41,12 +42,20 @@ def save_weights(state: dict[str, torch.Tensor], run_dir: Path, meta: dict, conf
     run_dir.mkdir(parents=True, exist_ok=True)
     path = atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(_tensors(state), tmp))
     if text_encoder:
-        atomic_write(run_dir / TEXT_ENCODER, lambda tmp: save_file(_tensors(text_encoder), tmp))
+        save_text_encoder(text_encoder, run_dir / TEXT_ENCODER)
     if config is not None:
         atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=1, default=str))
     atomic_write_text(run_dir / "weights.json", json.dumps(meta | {"text_encoder": bool(text_encoder)},
                                                            indent=1, default=str))
     return path
+
+
+def save_text_encoder(state: dict, path: Path) -> Path:
+    """The learned text encoder's tensors, with its non-tensor extra state (the vocabulary, checked on load)
+    as JSON in the safetensors metadata."""
+    extra = {k: v for k, v in state.items() if not torch.is_tensor(v)}
+    metadata = {"extra_state": json.dumps(extra)} if extra else None
+    return atomic_write(Path(path), lambda tmp: save_file(_tensors(state), tmp, metadata=metadata))
 
 
 def weights_config(source: str | Path) -> dict | None:
@@ -68,7 +77,11 @@ def read_text_encoder(source: str | Path) -> dict[str, torch.Tensor] | None:
         found = {k[len("text_encoder."):]: v for k, v in state.items() if k.startswith("text_encoder.")}
         return found or None
     file = path.parent / TEXT_ENCODER
-    return load_file(str(file)) if file.is_file() else None
+    if not file.is_file():
+        return None
+    with safe_open(str(file), "pt") as handle:
+        extra = json.loads((handle.metadata() or {}).get("extra_state", "{}"))
+    return load_file(str(file)) | extra
 
 
 def resolve_weights(source: str | Path) -> Path:

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from models.audio import (AudioAdapter, AudioConfig, AudioCrossAttention, AudioDynamicsEncoder, AudioTokens,
-                          LogMelEnergyEncoder, Wav2Vec2Encoder, build_audio_encoder, depth_scale,
-                          latent_frame_spans)
+from models.audio import (
+    AudioAdapter,
+    AudioConfig,
+    AudioCrossAttention,
+    AudioDynamicsEncoder,
+    AudioTokens,
+    LogMelEnergyEncoder,
+    Wav2Vec2Encoder,
+    build_audio_encoder,
+    depth_scale,
+    latent_frame_spans,
+)
 from synthavatar.audio import frame_envelope, sample_schedule, synthesize
 
 DIM, HEADS = 16, 2

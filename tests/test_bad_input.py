@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from evaluation.commands import _generated_items, find_videos
 from common.video_io import VideoError, write_video
+from evaluation.commands import _generated_items, find_videos
 from synthavatar.dataset import generate_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,8 +95,8 @@ def test_a_bad_init_from_is_one_line_naming_the_path(tmp_path):
 
 
 def test_a_truncated_ckpt_is_one_line(tmp_path):
-    from system.weights import read_weights
     from common.errors import CheckpointError
+    from system.weights import read_weights
 
     bad = tmp_path / "step.ckpt"
     bad.write_bytes(b"PK\x03\x04 not really a zip")

@@ -8,12 +8,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from models import codec_synth, frames
 from datamodules.synth_avatar import SynthAvatarSource, SynthFitFrames
+from models import codec_synth, frames
 from models.codec import CodecConfig, CodecError
 from models.codec_factory import build_codec
-from models.codec_synth import (SynthCodec, cache_path, fit_synth_codec, load_or_fit_synth_codec,
-                                load_synth_codec, synth_codec_key)
+from models.codec_synth import (
+    SynthCodec,
+    cache_path,
+    fit_synth_codec,
+    load_or_fit_synth_codec,
+    load_synth_codec,
+    synth_codec_key,
+)
 from synthavatar.dataset import ensure_split, load_clip
 
 

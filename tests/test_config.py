@@ -11,7 +11,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from configs.loader import ConfigError, RESOLVED_CONFIG_NAME, load_config, save_config
+from configs.loader import RESOLVED_CONFIG_NAME, ConfigError, load_config, save_config
 from configs.schema import Config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -208,3 +208,57 @@ def test_stage_configs_chain_and_ablation_rows_stay_small():
     assert load_config("syncdreamer_no_loc").model.visual.loc_weight == 0
     for path in (Path(__file__).parents[1] / "configs" / "experiment").glob("*.yaml"):
         assert len(path.read_text().splitlines()) < 30, path
+
+
+# --------------------------------------------------------------------------- composition (issue 14)
+
+
+def test_audio_rates_follow_the_data_section_and_a_mismatch_names_both_keys(tmp_path):
+    cfg = load_config([], ["data.fps=30", "data.sample_rate=24000"])
+    assert (cfg.model.audio.fps, cfg.model.audio.sample_rate) == (30, 24000)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  audio: {fps: 24}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: 'model.audio.fps' \(24\) is taken from 'data.fps' \(25\)"):
+        load_config(str(bad))
+    same = tmp_path / "same.yaml"  # a saved resolved config repeats the data's value: accepted
+    same.write_text("model:\n  audio: {fps: 25}\n")
+    assert load_config(str(same)).model.audio.fps == 25
+
+
+def test_unknown_data_kind_fails_at_start_up_in_one_line():
+    with pytest.raises(ConfigError, match=r"data.kind.*unknown data source 'nope'.*synthavatar"):
+        load_config([], ["data.kind=nope"])
+    result = run_main("config", "data.kind=nope")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "'nope'" in result.stderr
+
+
+def _dotted(data: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        keys |= _dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
+    return keys
+
+
+def test_paper_rows_are_short_and_state_no_scale():
+    scale = re.compile(r"model\.preset|model\.dit\.(dim|num_layers|num_heads|ffn_dim|patch_size)|"
+                       r"data\.(resolution|duration|num_\w+|batch_size)|train\.(max_steps|strategy\..*)")
+    for path in sorted((REPO_ROOT / "configs" / "method").glob("*.yaml")):
+        assert len(path.read_text().splitlines()) < 15, path
+        keys = _dotted(yaml.safe_load(path.read_text()) or {})
+        assert not [k for k in keys if scale.fullmatch(k)], (path, keys)
+
+
+def test_groups_compose_a_paper_row_at_5b_with_zero3():
+    cfg = load_config(["method/actavatar_stage2", "scale/5b", "hardware/zero3"])
+    assert cfg.model.preset == "wan2.2-ti2v-5b" and cfg.train.strategy.name == "deepspeed_zero3"
+    assert list(cfg.train.trainable) == [".*"] and cfg.model.text.prompt_mode == "structured"
+    assert cfg.run.name == "actavatar_stage2"
+    # every key the row states has its value at both scales (the scale files never override the method)
+    demo = load_config(["method/actavatar_stage2", "scale/demo"])
+    row = _dotted(yaml.safe_load((REPO_ROOT / "configs" / "method" / "actavatar_stage2.yaml").read_text()))
+    for key in row - {"extends"}:
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(demo, key), key
+    result = run_main("config", "-e", "method/actavatar_stage2", "-e", "scale/5b", "-e", "hardware/zero3")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["model"]["preset"] == "wan2.2-ti2v-5b"

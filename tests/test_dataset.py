@@ -9,9 +9,17 @@ from datamodules.clip_datamodule import ClipDataModule
 from datamodules.sources import build_data_source
 from datamodules.synth_avatar import SynthAvatarSource, collate
 from models.contracts import ClipBatch
+from synthavatar.dataset import (
+    DataError,
+    cache_dir,
+    clip_paths,
+    ensure_split,
+    generate_split,
+    is_complete,
+    load_clip,
+    manifest_path,
+)
 from synthavatar.render import REGIONS
-from synthavatar.dataset import (DataError, cache_dir, clip_paths, ensure_split, generate_split,
-                                 is_complete, load_clip, manifest_path)
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "tests" / "support" / "fit_with_cpu_deepspeed.py"
@@ -33,7 +33,7 @@ def _overrides(root: Path, output_dir: Path) -> list[str]:
             "train.ckpt_every=2", "train.keep_last=3"]
 
 
-def _fit(root: Path, output_dir: Path, devices: int, max_steps: int, resume: bool = False, env: dict = None):
+def _fit(root: Path, output_dir: Path, devices: int, max_steps: int, resume: bool = False, env: dict | None = None):
     cmd = [sys.executable, str(LAUNCHER), "fit", *_overrides(root, output_dir), "--quiet",
            f"train.strategy.devices={devices}", f"train.max_steps={max_steps}"] + (["--resume", "auto"] * resume)
     # a clean launch environment: in-process DDP tests of the same worker may have left rank variables behind
@@ -126,9 +126,9 @@ def test_zero3_checkpoint_from_two_processes_resumes_with_one(zero3_run, tmp_pat
 
 def test_export_cli_weights_load_strictly_into_a_fresh_dit(zero3_run, tmp_path):
     from configs.loader import load_config
-    from system.weights import read_weights
     from lightning_modules.export import export_weights
     from system.build import build_system
+    from system.weights import read_weights
 
     run_dir = zero3_run["run_dir"]
     checkpoint = run_dir / "checkpoints" / "step-00000004.ckpt"

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from models.convert import CheckpointError, dit_config_from_json, load_wan_weights, read_state_dict, to_wan_keys
 from models.contracts import Conditions
+from models.convert import CheckpointError, dit_config_from_json, load_wan_weights, read_state_dict, to_wan_keys
 from models.dit import WanDiT
 from models.dit_config import PRESETS, DiTConfig, preset_config
 

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from models.contracts import Conditions
-from models.flow_matching import (FlowMatchingConfig, drop_modalities, flow_matching_loss,
-                                  shift_timesteps)
+from models.flow_matching import FlowMatchingConfig, drop_modalities, flow_matching_loss, shift_timesteps
 from models.sampling import guided_velocity, sample
 
 MU, SIGMA = 1.5, 0.5

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import main
-from configs.loader import load_config
 from common.video_io import read_video
+from configs.loader import load_config
 from inference.attention_map import clip_record, frame_phase_mass, phase_window_summary, summarize_records
 from inference.requests import load_reference, load_request_audio
 from synthavatar.dataset import ensure_split, load_clip
@@ -23,8 +23,8 @@ FPS, SR, RES = 25, 16000, 64
 def world(tmp_path_factory):
     """Smoke config (1.2 s clips, tiny DiT, 2 sampling steps), random weights in runs/smoke/fit, and the
     request files (reference png, wav, prompt json) of the two test clips."""
-    from system.weights import save_weights
     from system.build import build_system
+    from system.weights import save_weights
 
     root = tmp_path_factory.mktemp("generate")
     overrides = [f"run.output_dir={root / 'runs'}", f"data.root={root / 'data'}",

@@ -44,8 +44,9 @@ def test_every_phase_runs_at_tiny_shapes_and_records_its_environment(smoke):
     summary = json.loads((out / "suite.json").read_text())
     assert summary["smoke"] is True
     assert {k: v["status"] for k, v in summary["phases"].items()} == {name: "ok" for name in gpu_suite.PHASES.values()}
-    # issue 13: < 60 s on an idle machine (README); the margin covers a second pytest worker on 2 cores
-    assert summary["wall_s"] < 90, summary["wall_s"]
+    # The < 60 s target (issue 13) is measured on an idle machine by running the suite alone (README); under
+    # pytest-xdist on 2 cores it took 55-106 s, so this only guards against a hang or a several-fold regression.
+    assert summary["wall_s"] < 240, summary["wall_s"]
     for name in gpu_suite.PHASES.values():
         result = json.loads((out / f"{name}.json").read_text())
         assert {"device", "commit", "torch", "triton"} <= set(result.get("environment", result)), name
@@ -63,7 +64,7 @@ def test_phase_d_scores_the_test_clips_and_returns_bf16_weights_with_their_confi
     assert weights.stat().st_size < 16 * 2 ** 20
     with safe_open(str(weights), "pt") as f:
         assert "preset: tiny" in f.metadata()["resolved_config_yaml"]
-        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     assert dtypes == {torch.bfloat16}
     with tarfile.open(root / "results.tar.gz") as tar:
         names = set(tar.getnames())

@@ -83,7 +83,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _edges(graph, sources: set[str], targets: set[str]) -> list[str]:
-    top = lambda name: name.split(".")[0]  # noqa: E731
+    top = lambda name: name.split(".")[0]
     return sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
                   if top(a) in sources and top(b) in targets)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.prompt import from_json
 from rl.downstream import RAW, TEMPLATE, TRUTH, clip_example, condition_prompts, raw_prompt
 from rl.examples import EnhancerExample
 from rl.timing import AudioTiming
-from models.prompt import from_json
 
 EX = EnhancerExample("clip_00000", "make a cheerful presenter do a wave, then a thumbs up",
                      ["light skin", "short black hair", "brown eyes", "a red shirt", "a plain beige wall"],
@@ -50,13 +50,13 @@ def test_downstream_table_generates_and_scores_every_condition(tmp_path):
     """Random policy (its outputs do not parse: the raw fallback) and a random tiny DiT: a condition that
     falls back to the raw prompt reproduces the raw videos exactly; the ground-truth prompt changes them
     (so the per-clip prompts reach the model)."""
-    from configs.loader import load_config, save_config
     from common.video_io import read_video
-    from system.weights import save_weights
-    from system.build import build_system
+    from configs.loader import load_config, save_config
     from rl.downstream import downstream_table
     from rl.examples import template_enhance
     from rl.policy import build_tiny_policy
+    from system.build import build_system
+    from system.weights import save_weights
 
     fit = tmp_path / "runs" / "smoke" / "fit"
     cfg = load_config("smoke", [f"run.output_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",

@@ -7,11 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from models.prompt_tokens import assign_blocks, encode_prompts, render_structured, structured_prompts
-from models.text_encoders import (LearnedTextEncoder, MiniLMTextEncoder, TextConfig, UMT5TextEncoder,
-                                  build_text_encoder)
-from synthavatar.actions import ACTIONS
 from models.prompt import Phase, PromptError, StructuredPrompt, normalized_windows, to_global, to_json
+from models.prompt_tokens import assign_blocks, encode_prompts, render_structured, structured_prompts
+from models.text_encoders import LearnedTextEncoder, MiniLMTextEncoder, TextConfig, UMT5TextEncoder, build_text_encoder
+from synthavatar.actions import ACTIONS
 
 PROMPTS = [
     StructuredPrompt("A person with short black hair. They stand in front of a plain wall.",

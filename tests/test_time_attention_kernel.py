@@ -10,10 +10,9 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from kernels import time_attention_triton as impl  # noqa: E402
-from kernels.time_attention import (kernel_available, reference_time_attention,  # noqa: E402
-                                    time_structured_attention)
-from models.attention import TimeBias, attention  # noqa: E402
+from kernels import time_attention_triton as impl
+from kernels.time_attention import kernel_available, reference_time_attention, time_structured_attention
+from models.attention import TimeBias, attention
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 if not torch.cuda.is_available() and not impl.INTERPRET:

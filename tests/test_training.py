@@ -31,10 +31,10 @@ import torch
 from safetensors.torch import load_file
 
 import main as cli
+from common.errors import CheckpointError
 from configs.loader import ConfigError, load_config
 from datamodules.samplers import StepSampler
 from lightning_modules import fit as fit_module
-from common.errors import CheckpointError
 from lightning_modules.checkpoints import find_resume_checkpoint, step_checkpoint_path
 from lightning_modules.ema import EMA
 from lightning_modules.flow_module import lr_lambda, trainable_names
@@ -440,7 +440,7 @@ def test_step_sampler_resume_yields_the_tail():
     assert len(full) == total * batch == len(StepSampler(n, batch, total, seed=5))
     for k in (1, 4, 7, 10, 11):
         step = {"value": 0}
-        sampler = StepSampler(n, batch, total, seed=5, start_step=lambda: step["value"])
+        sampler = StepSampler(n, batch, total, seed=5, start_step=lambda step=step: step["value"])
         step["value"] = k  # read when iteration starts (after Lightning restored global_step)
         assert len(sampler) == (total - k) * batch
         assert list(sampler) == full[k * batch:]

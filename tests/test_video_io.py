@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from common import video_io as vio
-from evaluation.metrics import psnr
 from common.video_io import VideoClip, VideoError, read_video, write_video
+from evaluation.metrics import psnr
 
 SR = 16000
 

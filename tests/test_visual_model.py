@@ -6,9 +6,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from models.visual import (IdentityTokens, PretrainedReferenceEncoder, VisualAdapter, VisualConfig,
-                           VisualCrossAttention, localisation_loss, region_masks_to_tokens,
-                           resolve_loc_blocks, select_region_masks)
+from models.visual import (
+    IdentityTokens,
+    PretrainedReferenceEncoder,
+    VisualAdapter,
+    VisualConfig,
+    VisualCrossAttention,
+    localisation_loss,
+    region_masks_to_tokens,
+    resolve_loc_blocks,
+    select_region_masks,
+)
 
 DIM, HEADS, K, R = 32, 4, 10, 5
 
@@ -290,8 +298,8 @@ def test_config_check_catches_bad_queries_and_regions_and_composes_with_omegacon
 def test_regions_the_data_source_lacks_fail_at_start_up_naming_the_key():
     """Which regions exist is the data source's business (SynthAvatar: eyes, mouth, hair, face, hands)."""
     from common.errors import ConfigError
-    from datamodules.synth_avatar import SynthAvatarSource
     from configs.schema import DataConfig
+    from datamodules.synth_avatar import SynthAvatarSource
     source = SynthAvatarSource(DataConfig())
     source.check_regions(["mouth", "hands"])
     with pytest.raises(ConfigError, match=r"model.visual.regions.*\['nose'\].*synthavatar"):

@@ -32,7 +32,8 @@ import json
 import math
 from dataclasses import dataclass
 from typing import Any
-from common.errors import PromptError  # noqa: F401 (raised here, caught by its callers)
+
+from common.errors import PromptError
 
 __all__ = [
     "PROMPT_JSON_SCHEMA",

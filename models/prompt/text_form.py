@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from models.prompt.format import (DEFAULT_MAX_PHASES, Phase, PromptError, StructuredPrompt, _window, from_json,
-                                  validate)
+from models.prompt.format import DEFAULT_MAX_PHASES, Phase, PromptError, StructuredPrompt, _window, from_json, validate
 
 # --------------------------------------------------------------------------- #
 # Text form

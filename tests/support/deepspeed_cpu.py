@@ -37,8 +37,8 @@ def install() -> None:
     import deepspeed.ops
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # skip the ~144 s JIT build
 
-    import torch
     import lightning.pytorch.strategies.deepspeed as lightning_deepspeed
+    import torch
     from lightning.pytorch.accelerators import CPUAccelerator
     from lightning.pytorch.accelerators.cuda import CUDAAccelerator
 

@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="x axis of the plot (default: samples_seen)")
     curve.add_argument("--overlay", nargs="+", metavar="CSV", help="only plot these curve.csv files on one figure")
     curve.add_argument("--out", metavar="FILE.png", help="with --overlay: the figure to write")
+    curve.add_argument("--tag", default="", help="score the run's existing snapshots again into curve-TAG/ "
+                                                 "(e.g. with other sample.* settings)")
     curve.add_argument("--quiet", action="store_true", help="no progress bars")
     curve.set_defaults(handler=run_curve, saves_config=False)
     return parser

@@ -232,6 +232,7 @@ class TrainConfig:
     val_batches: int = 2
     sample_clips: int = 2  # validation clips generated (mp4, logged to W&B) after each validation; 0 = off
     snapshot_at: list[int] = field(default_factory=list)  # steps whose generation weights are also exported
+    condition_cache: str = ""  # directory of per-clip encoder outputs (datamodules/condition_cache.py); '' = off
     flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -254,6 +255,8 @@ class TrainConfig:
                 problems.append(("trainable", f"bad regex {pattern!r}: {error}"))
         if self.flow.timestep_dist not in ("uniform", "logit_normal"):
             problems.append(("flow.timestep_dist", f"must be uniform or logit_normal (got {self.flow.timestep_dist!r})"))
+        problems += [(f"flow.{key}", f"must be >= 0 (got {getattr(self.flow, key)})")
+                     for key in ("motion_weight", "reference_noise") if getattr(self.flow, key) < 0]
         if self.ema_decay > 0 and self.strategy.name == "deepspeed_zero3":
             problems.append(("ema_decay", "EMA is not supported with deepspeed_zero3 (sharded weights); set 0"))
         return problems

@@ -32,6 +32,8 @@ class DataSource(ABC):
 
     kind: str = ""
     region_names: tuple[str, ...] = ()  # the region masks its batches carry (SyncDreamer localisation loss)
+    cacheable: bool = False  # clip i of a split is identical on every read (no random augmentation), so the
+    #                          frozen encoders' outputs may be cached (train.condition_cache)
 
     def __init__(self, data_cfg):
         self.cfg = data_cfg

@@ -86,6 +86,7 @@ class SynthFitFrames:
 class SynthAvatarSource(DataSource):
     kind = "synthavatar"
     region_names = REGIONS
+    cacheable = True  # clip i of a split is the same every read (datamodules/condition_cache.py)
 
     def prepare(self, split: str, progress: bool = True) -> None:
         ensure_split(self.cfg, split, progress)

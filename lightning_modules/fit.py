@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from common.errors import ConfigError
 from datamodules.clip_datamodule import ClipDataModule
+from datamodules.condition_cache import CachedConditions
 from lightning_modules.callbacks import ExportWeights, StepCheckpoint, WeightSnapshots
 from lightning_modules.checkpoints import find_resume_checkpoint
 from lightning_modules.flow_module import AvatarFlowModule
@@ -53,6 +54,8 @@ def cmd_fit(cfg, args) -> int:
     typed = system.cfg
     if typed.train.strategy.activation_checkpointing:
         apply_activation_checkpointing(system.model)
+    if typed.train.condition_cache:  # the train clips' encoder outputs, computed once (on disk)
+        system.source = CachedConditions(system.source, system.encoder, typed.train.condition_cache)
     module = AvatarFlowModule(typed, system.model, system.encoder)
     print(f"{typed.train.stage}: training {sum(p.numel() for p in system.model.parameters() if p.requires_grad):,} "
           f"of {sum(p.numel() for p in system.model.parameters()):,} DiT parameters "

@@ -86,8 +86,8 @@ class AvatarFlowModule(L.LightningModule):
         if training:
             cond = drop_modalities(cond, self.cfg.train.flow, generator)
         velocity = lambda x, t, c: self.model(x, t, c, return_aux=True)
-        out = flow_matching_loss(velocity, x0, cond, self.cfg.train.flow, generator)
-        loss, logs = out["loss"], {"fm_loss": out["loss"].detach()}
+        out = flow_matching_loss(velocity, x0, cond, self.cfg.train.flow, generator, training=training)
+        loss, logs = out["loss"], {"fm_loss": out["loss"].detach(), "mse": out["mse"]}
         loc_loss = out["aux"].loc_loss
         if self.loc_weight and loc_loss is not None:
             loss = loss + self.loc_weight * loc_loss

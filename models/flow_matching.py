@@ -29,6 +29,9 @@ class FlowMatchingConfig:
     drop_text: float = 0.1
     drop_audio: float = 0.1
     drop_image: float = 0.1
+    # Making the copy-the-reference shortcut less free (issue 15); 0 = off, the Wan recipe.
+    motion_weight: float = 0.0  # loss weight 1 + a * |x0 - x0[frame 0]| / its mean: where frames move
+    reference_noise: float = 0.0  # training only: frame 0 gets a timestep ~ U(0, r) instead of 0
 
 
 def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -75,17 +78,20 @@ def drop_modalities(cond: Conditions, cfg: FlowMatchingConfig, generator: torch.
 
 def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: Conditions, cfg: FlowMatchingConfig,
                        generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                       noise: torch.Tensor | None = None) -> dict:
+                       noise: torch.Tensor | None = None, training: bool = False) -> dict:
     """MSE between predicted and target velocity over the frames that are actually noised.
 
     Returns {"loss", "t", "per_sample", "aux"} (aux: the network's auxiliary outputs, e.g. the
-    localisation loss, when it returns (velocity, aux)); `t` and `noise` can be given (tests, validation)."""
+    localisation loss, when it returns (velocity, aux)); `t` and `noise` can be given (tests, validation).
+    training: apply the training-only augmentation (reference_noise), never in validation."""
     B, _, F = x0.shape[:3]
     # Random draws come from `generator` (CPU) so runs are reproducible on any device, then move.
     t = (sample_timesteps(B, cfg, generator) if t is None else t).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype) if noise is None else noise
     noise = noise.to(x0.device)
     t_frames = frame_timesteps(t.to(x0.dtype), F, cfg.clean_first_frame)
+    if cfg.clean_first_frame and cfg.reference_noise > 0 and training:
+        t_frames[:, 0] = cfg.reference_noise * torch.rand(B, generator=generator).to(x0.device, x0.dtype)
     x_t = noisy_latents(x0, noise, t_frames)
     v_pred = model(x_t, t_frames, cond)
     aux = AuxOutputs()
@@ -95,6 +101,11 @@ def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: Conditions, cf
     weight = torch.ones(F, dtype=err.dtype, device=err.device)
     if cfg.clean_first_frame:
         weight[0] = 0.0  # the reference frame is given, not predicted
+    mse = ((err.mean(dim=(1, 3, 4)) * weight).sum(1) / weight.sum().clamp_min(1)).mean()  # comparable across recipes
+    if cfg.motion_weight > 0:  # up-weight the latents that differ from the reference (the few that move)
+        moving = (x0 - x0[:, :, :1]).abs().float().mean(1, keepdim=True)  # (B, 1, F, H, W)
+        spatial = 1 + cfg.motion_weight * moving / moving.mean(dim=(2, 3, 4), keepdim=True).clamp_min(1e-8)
+        err = err * spatial / spatial.mean(dim=(2, 3, 4), keepdim=True)  # same mean scale as unweighted
     per_frame = err.mean(dim=(1, 3, 4))                   # (B, F)
     per_sample = (per_frame * weight).sum(1) / weight.sum().clamp_min(1)
-    return {"loss": per_sample.mean(), "t": t, "per_sample": per_sample, "aux": aux}
+    return {"loss": per_sample.mean(), "mse": mse.detach(), "t": t, "per_sample": per_sample, "aux": aux}

@@ -5,7 +5,8 @@ the generation weights (EMA) of each point are exported on the way (lightning_mo
 WeightSnapshots, with the training wall time and samples seen); then generates the first `--clips`
 held-out clips from every snapshot and scores them with the evaluator (H@S, AA, TC, Sync-C, CSIM, PSNR,
 ...), next to the validation loss logged at the same steps. Writes runs/NAME/curve/curve.csv and
-curve.png; `main.py curve --overlay A.csv B.csv ... --out X.png` draws several runs on one plot.
+curve.png (`--tag T`: score the existing snapshots again, e.g. with other sample.* settings, into
+curve-T/); `main.py curve --overlay A.csv B.csv ... --out X.png` draws several runs on one plot.
 Trade-off: scoring after training (not inside it) keeps the wall-time axis pure training time and lets a
 finished run be re-scored with another sampler; it costs one model build per point (seconds).
 """
@@ -42,13 +43,15 @@ def curve_points(at: str, max_steps: int, count: int = 4) -> list[int]:
 
 
 def val_losses(log: Path) -> dict[int, float]:
-    """{step: val/loss} from the fit's metrics.csv (Lightning logs validation at step k as k - 1)."""
+    """{step: val/mse} from the fit's metrics.csv (Lightning logs validation at step k as k - 1): the
+    unweighted velocity MSE, comparable across recipes (val/loss adds loss weights and auxiliary losses)."""
     found: dict[int, float] = {}
     for path in sorted(log.parent.glob("metrics*.csv")):
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
-                if row.get("val/loss"):
-                    found[int(row["step"]) + 1] = float(row["val/loss"])
+                value = row.get("val/mse") or row.get("val/loss")
+                if value:
+                    found[int(row["step"]) + 1] = float(value)
     return found
 
 
@@ -66,6 +69,16 @@ def score_snapshot(cfg, weights: Path, out_dir: Path, clips: int, progress: bool
     result = evaluate(cfg, "test", out_dir / "videos", progress=progress)
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1))
     return {k: result["summary"][k][0] for k in METRICS if k in result["summary"]}
+
+
+def ground_truth_scores(cfg, curve_dir: Path, progress: bool) -> dict:
+    """The ground truth's scores on the test split (the ceiling drawn in the plots), cached in curve_dir."""
+    path = curve_dir / "ground_truth.json"
+    if not path.is_file():
+        from evaluation.commands import evaluate
+        summary = evaluate(cfg, "test", None, progress=progress)["summary"]
+        atomic_write_text(path, json.dumps({k: summary[k][0] for k in METRICS if k in summary}, indent=1))
+    return json.loads(path.read_text())
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
@@ -110,13 +123,22 @@ def plot_curves(runs: dict[str, list[dict]], out: Path, x: str = "samples_seen",
     return path
 
 
+def _label(path: Path) -> str:
+    """runs/NAME/curve/curve.csv -> NAME; runs/NAME/curve-TAG/curve.csv -> NAME TAG; other.csv -> other."""
+    if path.name != "curve.csv":
+        return path.stem
+    tag = path.parent.name.removeprefix("curve").removeprefix("-")
+    return f"{path.parent.parent.name} {tag}".strip()
+
+
 def cmd_curve(cfg, args) -> int:
     if args.overlay:
         if not args.out:
             raise ConfigError("--overlay needs --out FILE.png")
-        runs = {Path(p).parent.parent.name if Path(p).name == "curve.csv" else Path(p).stem: read_csv(Path(p))
-                for p in args.overlay}
-        print(f"wrote {plot_curves(runs, Path(args.out), args.x)}")
+        runs = {_label(Path(p)): read_csv(Path(p)) for p in args.overlay}
+        truth = Path(args.overlay[0]).parent / "ground_truth.json"
+        truth = json.loads(truth.read_text()) if truth.is_file() else None
+        print(f"wrote {plot_curves(runs, Path(args.out), args.x, truth)}")
         return 0
     from lightning_modules.fit import cmd_fit
 
@@ -127,11 +149,12 @@ def cmd_curve(cfg, args) -> int:
     cfg.train.val_every = math.gcd(*points)  # a validation loss at every point
     fit_dir = Path(cfg.run.output_dir) / cfg.run.name / "fit"
     args.run_dir, args.resume = str(fit_dir), "auto"
-    from configs.loader import save_config
-    save_config(cfg, fit_dir)
     if not (fit_dir / "snapshots" / f"step-{points[-1]}").is_dir():
+        from configs.loader import save_config
+        save_config(cfg, fit_dir)
         cmd_fit(cfg, args)
-    curve_dir = Path(cfg.run.output_dir) / cfg.run.name / "curve"
+    # --tag: score the same snapshots again, e.g. with other sample.* settings, into curve-TAG/
+    curve_dir = Path(cfg.run.output_dir) / cfg.run.name / ("curve-" + args.tag if args.tag else "curve")
     losses = val_losses(fit_dir / "logs" / "metrics.csv")
     rows = []
     for step in points:
@@ -142,5 +165,7 @@ def cmd_curve(cfg, args) -> int:
                      "val_loss": _nearest(losses, step)} | scores)
         print(json.dumps(rows[-1]))
     write_csv(rows, curve_dir / "curve.csv")
-    print(f"wrote {curve_dir / 'curve.csv'} and {plot_curves({cfg.run.name: rows}, curve_dir / 'curve.png', args.x)}")
+    truth = ground_truth_scores(cfg, curve_dir, not args.quiet)
+    plot = plot_curves({cfg.run.name: rows}, curve_dir / "curve.png", args.x, truth)
+    print(f"wrote {curve_dir / 'curve.csv'} and {plot}")
     return 0

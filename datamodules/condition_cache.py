@@ -1,0 +1,147 @@
+"""Conditions computed once per clip (issue 15, Deliver 2b): an on-disk cache of what the frozen encoders
+make of each training clip (codec latents, per-frame audio features), so a training step runs the DiT and
+not the encoders again.
+
+`CachedConditions` wraps any DataSource (SynthAvatar today, real video next): `prepare("train")` encodes
+every clip once (progress bar) into `<root>/<fingerprint>/train.safetensors`, and its batches carry
+`ClipBatch.latents` / `audio_features`, which models/conditioning.py uses instead of the video / waveform.
+The fingerprint is a hash of everything that decides the tensors: the data settings (source kind and its
+`data` section without loader knobs), the codec's config and fitted weights, the audio encoder's settings
+and weights, and the frame count; the file stores those parts and is refused if they differ from the
+running config (a cache copied or edited by hand), naming the file and the first differing part.
+Trade-offs: only the train split is cached (validation and generation read the source as is); a source
+with random augmentation per read must not be cached (its clips would freeze at their first draw), which
+is why a source opts in with `cacheable = True`; the video is still read for the batch (the reference
+frame, region masks and ground truth come with it), so the saving is the encoders, not the decoding.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from common.atomic import atomic_write
+from common.errors import DataError
+from datamodules.sources import DataSource
+from models.contracts import ClipBatch
+
+CACHE_VERSION = 1
+LOADER_KEYS = {"batch_size", "loader_workers", "gen_workers", "preview_clips"}  # do not change a clip
+CACHED_SPLITS = ("train",)
+
+
+def _module_digest(module) -> str:
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()) if module is not None else []:
+        if torch.is_tensor(value):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_parts(source: DataSource, encoder) -> dict:
+    """What decides the cached tensors, as a JSON-able dict (its hash names the cache directory)."""
+    cfg = source.cfg
+    cfg = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else OmegaConf.to_container(cfg, resolve=True)
+    data = {k: v for k, v in cfg.items() if k not in LOADER_KEYS}
+    audio = encoder.cfg.audio if encoder.audio_encoder is not None else None
+    return {"version": CACHE_VERSION, "source": source.kind, "data": json.loads(json.dumps(data, default=str)),
+            "codec": repr(encoder.cfg.codec), "codec_weights": _module_digest(encoder.codec),
+            "audio": repr(audio), "audio_weights": _module_digest(encoder.audio_encoder)}
+
+
+class _CachedDataset(Dataset):
+    def __init__(self, base: Dataset, tensors: dict[str, torch.Tensor]):
+        self.base, self.tensors = base, tensors
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        return self.base[index], {k: v[index] for k, v in self.tensors.items()}
+
+
+class CachedConditions(DataSource):
+    """`source` with the frozen encoders' outputs for its train split read from an on-disk cache."""
+
+    def __init__(self, source: DataSource, encoder, root: str | Path):
+        if not getattr(source, "cacheable", False):
+            raise DataError(f"train.condition_cache: data.kind={source.kind!r} does not declare its clips "
+                            "deterministic per index (cacheable = True), so its conditions cannot be cached")
+        super().__init__(source.cfg)
+        self.source, self.encoder = source, encoder
+        self.kind, self.region_names = source.kind, source.region_names
+        self.parts = fingerprint_parts(source, encoder)
+        key = hashlib.sha256(json.dumps(self.parts, sort_keys=True).encode()).hexdigest()[:16]
+        self.directory = Path(root) / key
+        self._tensors: dict[str, dict[str, torch.Tensor]] = {}
+
+    def path(self, split: str) -> Path:
+        return self.directory / f"{split}.safetensors"
+
+    def prepare(self, split: str, progress: bool = True) -> None:
+        self.source.prepare(split, progress)
+        if split in CACHED_SPLITS and not self.path(split).is_file():
+            self._build(split, progress)
+
+    def _build(self, split: str, progress: bool) -> None:
+        dataset, encoder = self.source.dataset(split), self.encoder
+        latents, audio = [], []
+        step = int(self.cfg["batch_size"])
+        with torch.no_grad(), tqdm(total=len(dataset), desc=f"caching {split} conditions", unit="clip",
+                                   disable=not progress) as bar:
+            for start in range(0, len(dataset), step):
+                batch = self.source.collate([dataset[i] for i in range(start, min(start + step, len(dataset)))])
+                T = encoder.codec.valid_num_frames(batch.num_frames)
+                latents.append(encoder.codec.encode(batch.video[:, :T].transpose(1, 2)).cpu())  # (B, C, F, h, w)
+                if encoder.audio_encoder is not None:
+                    audio.append(encoder.encode_audio(batch.audio, batch.num_frames).cpu())  # (B, T, D)
+                bar.update(len(batch))
+        tensors = {"latents": torch.cat(latents)} | ({"audio_features": torch.cat(audio)} if audio else {})
+        self.directory.mkdir(parents=True, exist_ok=True)
+        metadata = {"parts": json.dumps(self.parts, sort_keys=True), "clips": str(len(dataset))}
+        atomic_write(self.path(split), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+    def _load(self, split: str) -> dict[str, torch.Tensor]:
+        path = self.path(split)
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        stored = json.loads(metadata.get("parts", "{}"))
+        if stored != self.parts:
+            differing = next((k for k in self.parts if stored.get(k) != self.parts[k]), "format")
+            raise DataError(f"{path}: cached conditions were made with another '{differing}' than this run's "
+                            f"({stored.get(differing)!r} vs {self.parts.get(differing)!r}); delete the file")
+        tensors = load_file(str(path))
+        count = len(self.source.dataset(split))
+        if int(metadata.get("clips", -1)) != count or len(tensors["latents"]) != count:
+            raise DataError(f"{path}: holds {metadata.get('clips')} clips, the {split} split has {count}")
+        return tensors
+
+    def dataset(self, split: str) -> Dataset:
+        base = self.source.dataset(split)
+        if split not in CACHED_SPLITS:
+            return base
+        if split not in self._tensors:
+            self._tensors[split] = self._load(split)
+        return _CachedDataset(base, self._tensors[split])
+
+    def collate(self, samples: list) -> ClipBatch:
+        if not samples or not isinstance(samples[0], tuple):  # a split that is not cached
+            return self.source.collate(samples)
+        batch = self.source.collate([base for base, _ in samples])
+        cached = {k: torch.stack([c[k] for _, c in samples]) for k in samples[0][1]}
+        return batch.replace(latents=cached["latents"], audio_features=cached.get("audio_features"))
+
+    def fit_frames(self, max_clips: int = 0, progress: bool = True):
+        return self.source.fit_frames(max_clips, progress)
+
+    def prompt_texts(self, split: str = "train", progress: bool = True) -> list[str]:
+        return self.source.prompt_texts(split, progress)

@@ -1,0 +1,68 @@
+"""The condition cache (issue 15): cached latents / audio features equal what the encoders compute in the
+step, the batches carry them, a changed setting gets another cache, and a tampered file is refused."""
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from common.errors import DataError
+from configs.loader import load_config
+from datamodules.condition_cache import CachedConditions
+from system.build import build_system
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cond_cache")
+    cfg = load_config("smoke", [f"data.root={root / 'data'}", f"model.codec.cache_dir={root / 'codec'}",
+                                "model.preset=tiny", "data.duration=1.2", "data.batch_size=3"])
+    return build_system(cfg, progress=False), root
+
+
+def test_cached_conditions_equal_the_encoders_and_ride_in_the_batch(system):
+    system, root = system
+    cached = CachedConditions(system.source, system.encoder, root / "conditions")
+    cached.prepare("train", progress=False)
+    dataset = cached.dataset("train")
+    batch = cached.collate([dataset[i] for i in (4, 1, 6)])
+    direct = system.source.collate([system.source.dataset("train")[i] for i in (4, 1, 6)])
+    x0_direct, cond_direct = system.encoder.prepare(direct)
+    x0_cached, cond_cached = system.encoder.prepare(batch)
+    assert batch.latents is not None and batch.audio_features is not None
+    torch.testing.assert_close(x0_cached, x0_direct, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cond_cached.audio, cond_direct.audio, rtol=1e-5, atol=1e-5)
+    assert torch.equal(cond_cached.text, cond_direct.text)
+    system.source.prepare("val", progress=False)
+    assert cached.dataset("val")[0].keys() == system.source.dataset("val")[0].keys()  # val is not cached
+    # another codec setting -> another cache directory; the same settings -> the same one
+    assert CachedConditions(system.source, system.encoder, root / "conditions").directory == cached.directory
+    system.source.cfg.duration, duration = 0.8, system.source.cfg.duration
+    try:
+        assert CachedConditions(system.source, system.encoder, root / "conditions").directory != cached.directory
+    finally:
+        system.source.cfg.duration = duration
+
+
+def test_a_cache_made_with_other_settings_is_refused_naming_the_file(system):
+    system, root = system
+    cached = CachedConditions(system.source, system.encoder, root / "tampered")
+    cached.prepare("train", progress=False)
+    path = cached.path("train")
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    parts = json.loads(metadata["parts"]) | {"codec_weights": "0" * 16}
+    save_file(load_file(str(path)), str(path), metadata=metadata | {"parts": json.dumps(parts)})
+    with pytest.raises(DataError, match=rf"{path}: cached conditions were made with another 'codec_weights'"):
+        CachedConditions(system.source, system.encoder, root / "tampered").dataset("train")
+
+
+def test_a_source_that_is_not_cacheable_is_refused(system):
+    system, root = system
+
+    class Augmenting(type(system.source)):
+        cacheable = False
+
+    with pytest.raises(DataError, match="does not declare its clips deterministic"):
+        CachedConditions(Augmenting(system.source.cfg), system.encoder, root / "x")

@@ -22,7 +22,7 @@ lint: setup
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not gpu" tests
 
-# The main job (CPU, about 15 min on 2 cores): generate the demo SynthAvatar set, train the demo model
+# The main job (CPU, about 11 min on 2 cores on fresh caches): generate the demo SynthAvatar set, train the demo model
 # (configs/experiment/demo.yaml), generate the held-out test clips (mp4 with audio), score them next to
 # the ground truth and print the table. Rerunning resumes / reuses what is already done.
 demo: setup

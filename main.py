@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--out", metavar="FILE.png", help="with --overlay: the figure to write")
     curve.add_argument("--tag", default="", help="score the run's existing snapshots again into curve-TAG/ "
                                                  "(e.g. with other sample.* settings)")
+    curve.add_argument("--split", choices=("test", "val", "train"), default="test",
+                       help="clips scored (default: test; train = can the recipe fit the clips it saw?)")
     curve.add_argument("--quiet", action="store_true", help="no progress bars")
     curve.set_defaults(handler=run_curve, saves_config=False)
     return parser

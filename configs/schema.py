@@ -28,7 +28,7 @@ from datamodules.sources import DATA_SOURCE_KINDS
 from models.audio_config import AudioConfig
 from models.codec import CodecConfig
 from models.dit_config import PRESETS, DiTConfig, preset_config
-from models.flow_matching import FlowMatchingConfig
+from models.flow_matching import PREDICTIONS, FlowMatchingConfig
 from models.text_encoders import TextConfig
 from models.visual import VisualConfig
 from rl.config import RLConfig
@@ -253,6 +253,8 @@ class TrainConfig:
                 re.compile(pattern)
             except re.error as error:
                 problems.append(("trainable", f"bad regex {pattern!r}: {error}"))
+        if self.flow.prediction not in PREDICTIONS:
+            problems.append(("flow.prediction", f"must be one of {', '.join(PREDICTIONS)} (got {self.flow.prediction!r})"))
         if self.flow.timestep_dist not in ("uniform", "logit_normal"):
             problems.append(("flow.timestep_dist", f"must be uniform or logit_normal (got {self.flow.timestep_dist!r})"))
         problems += [(f"flow.{key}", f"must be >= 0 (got {getattr(self.flow, key)})")
@@ -293,6 +295,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+
+    def check(self) -> list[Problem]:
+        """Checks that span sections."""
+        if self.model.init_from and self.train.flow.prediction != "velocity":
+            return [("train.flow.prediction", f"is {self.train.flow.prediction!r}, but model.init_from loads "
+                     "Wan2.2 weights, which predict velocity; use train.flow.prediction=velocity")]
+        return []
 
 
 def check_config(config: Config) -> list[tuple[str, str]]:

@@ -1,13 +1,14 @@
 """Conditions computed once per clip (issue 15, Deliver 2b): an on-disk cache of what the frozen encoders
-make of each training clip (codec latents, per-frame audio features), so a training step runs the DiT and
-not the encoders again.
+make of each training clip (codec latents, per-frame audio features, and the frozen text encoder's token
+states with their phase ids and windows), so a training step runs the DiT and not the encoders again.
 
 `CachedConditions` wraps any DataSource (SynthAvatar today, real video next): `prepare("train")` encodes
 every clip once (progress bar) into `<root>/<fingerprint>/train.safetensors`, and its batches carry
-`ClipBatch.latents` / `audio_features`, which models/conditioning.py uses instead of the video / waveform.
+`ClipBatch.latents` / `audio_features` / `text_conditions`, which models/conditioning.py uses instead of
+the video / waveform / prompt (a trained text encoder, the learned ablation, is never cached).
 The fingerprint is a hash of everything that decides the tensors: the data settings (source kind and its
-`data` section without loader knobs), the codec's config and fitted weights, the audio encoder's settings
-and weights, and the frame count; the file stores those parts and is refused if they differ from the
+`data` section without loader knobs), the codec's config and fitted weights, the audio and text
+encoders' settings and weights; the file stores those parts and is refused if they differ from the
 running config (a cache copied or edited by hand), naming the file and the first differing part.
 Trade-offs: only the train split is cached (validation and generation read the source as is); a source
 with random augmentation per read must not be cached (its clips would freeze at their first draw), which
@@ -31,9 +32,11 @@ from tqdm import tqdm
 from common.atomic import atomic_write
 from common.errors import DataError
 from datamodules.sources import DataSource
-from models.contracts import ClipBatch
+from models.contracts import ClipBatch, Conditions
+from models.prompt_tokens import structured_prompts
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+TEXT_FIELDS = ("text", "text_mask", "text_phase", "text_window", "text_is_phase")
 LOADER_KEYS = {"batch_size", "loader_workers", "gen_workers", "preview_clips"}  # do not change a clip
 CACHED_SPLITS = ("train",)
 
@@ -53,9 +56,23 @@ def fingerprint_parts(source: DataSource, encoder) -> dict:
     cfg = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else OmegaConf.to_container(cfg, resolve=True)
     data = {k: v for k, v in cfg.items() if k not in LOADER_KEYS}
     audio = encoder.cfg.audio if encoder.audio_encoder is not None else None
+    text = encoder.text_encoder if caches_text(encoder) else None
     return {"version": CACHE_VERSION, "source": source.kind, "data": json.loads(json.dumps(data, default=str)),
             "codec": repr(encoder.cfg.codec), "codec_weights": _module_digest(encoder.codec),
-            "audio": repr(audio), "audio_weights": _module_digest(encoder.audio_encoder)}
+            "audio": repr(audio), "audio_weights": _module_digest(encoder.audio_encoder),
+            "text": repr(encoder.cfg.text) if text is not None else None, "text_weights": _module_digest(text)}
+
+
+def caches_text(encoder) -> bool:
+    """Only a frozen text encoder's output is a pure function of the prompt (the learned one trains)."""
+    return bool(getattr(encoder.text_encoder, "frozen", False))
+
+
+def _pad_text(conds: list, length: int) -> dict[str, torch.Tensor]:
+    """Per-batch text conditions -> one tensor per field, padded along the token axis to `length`."""
+    def pad(x):  # (B, L, ...) -> (B, length, ...); padding is what the encoder pads with (zeros / False)
+        return torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, length - x.shape[1]))
+    return {f"text/{name}": torch.cat([pad(getattr(c, name)) for c in conds]) for name in TEXT_FIELDS}
 
 
 class _CachedDataset(Dataset):
@@ -94,7 +111,7 @@ class CachedConditions(DataSource):
 
     def _build(self, split: str, progress: bool) -> None:
         dataset, encoder = self.source.dataset(split), self.encoder
-        latents, audio = [], []
+        latents, audio, texts = [], [], []
         step = int(self.cfg["batch_size"])
         with torch.no_grad(), tqdm(total=len(dataset), desc=f"caching {split} conditions", unit="clip",
                                    disable=not progress) as bar:
@@ -104,8 +121,12 @@ class CachedConditions(DataSource):
                 latents.append(encoder.codec.encode(batch.video[:, :T].transpose(1, 2)).cpu())  # (B, C, F, h, w)
                 if encoder.audio_encoder is not None:
                     audio.append(encoder.encode_audio(batch.audio, batch.num_frames).cpu())  # (B, T, D)
+                if caches_text(encoder):  # raw encode_text output: the window rescaling stays in the encoder
+                    texts.append(encoder.encode_text(structured_prompts(batch.prompt)).to("cpu"))
                 bar.update(len(batch))
         tensors = {"latents": torch.cat(latents)} | ({"audio_features": torch.cat(audio)} if audio else {})
+        if texts:
+            tensors |= _pad_text(texts, max(c.text.shape[1] for c in texts))
         self.directory.mkdir(parents=True, exist_ok=True)
         metadata = {"parts": json.dumps(self.parts, sort_keys=True), "clips": str(len(dataset))}
         atomic_write(self.path(split), lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -138,7 +159,13 @@ class CachedConditions(DataSource):
             return self.source.collate(samples)
         batch = self.source.collate([base for base, _ in samples])
         cached = {k: torch.stack([c[k] for _, c in samples]) for k in samples[0][1]}
-        return batch.replace(latents=cached["latents"], audio_features=cached.get("audio_features"))
+        text = None
+        if "text/text" in cached:  # trimmed to the batch's longest prompt, as the encoder pads (unless pad_to_max)
+            keep = cached["text/text"].shape[1] if self.encoder.text_encoder.pad_to_max else \
+                int(cached["text/text_mask"].sum(1).max())
+            text = Conditions(**{name: cached[f"text/{name}"][:, :keep] for name in TEXT_FIELDS})
+        return batch.replace(latents=cached["latents"], audio_features=cached.get("audio_features"),
+                             text_conditions=text)
 
     def fit_frames(self, max_clips: int = 0, progress: bool = True):
         return self.source.fit_frames(max_clips, progress)

@@ -62,7 +62,8 @@ class StepCheckpoint(L.Callback):
         if trainer.is_global_zero:
             self.directory.mkdir(parents=True, exist_ok=True)
         trainer.strategy.barrier("checkpoint-dir")
-        trainer.save_checkpoint(partial)  # every rank takes part (DeepSpeed writes one shard per rank)
+        # full state (optimiser too, hence weights_only=False); every rank takes part (one shard per rank)
+        trainer.save_checkpoint(partial, weights_only=False)
         trainer.strategy.barrier("checkpoint-written")
         if trainer.is_global_zero:
             promote_partial(partial, final)

@@ -64,7 +64,10 @@ class ConditionEncoder(nn.Module):
 
     def conditions(self, batch: ClipBatch, num_frames: int, kept_frames: int) -> Conditions:
         """Text (+ audio) conditions for a clip of `num_frames` frames of which the first `kept_frames` are modelled."""
-        cond = self.encode_text(structured_prompts(batch.prompt))
+        if batch.text_conditions is not None:  # cached by a frozen encoder (datamodules/condition_cache.py)
+            cond = batch.text_conditions.replace()  # a copy: the window is rescaled below
+        else:
+            cond = self.encode_text(structured_prompts(batch.prompt))
         # Prompt windows are normalised by the whole clip (T frames); latent times by the T' kept frames.
         cond.text_window = cond.text_window * (num_frames / kept_frames)
         if self.audio_encoder is not None:

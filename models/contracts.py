@@ -34,6 +34,8 @@ class ClipBatch:
     video: Tensor | None = None               # (B, T, 3, H, W) in [-1, 1]; None when only generating
     latents: Tensor | None = None             # (B, C, F, h, w) cached clean latents, used instead of video
     audio_features: Tensor | None = None      # (B, T, D) cached per-video-frame features, instead of audio
+    text_conditions: Conditions | None = None  # cached text part of the conditions (frozen text encoder):
+                                              # text (B, Lt, D), text_mask, text_phase, text_window, text_is_phase
     num_frames: int = 0                       # T; 0 = video.shape[1]
     region_masks: Tensor | None = None        # bool (B, T, R, H, W), region r named region_names[r]
     region_names: tuple[str, ...] = ()

@@ -32,6 +32,37 @@ class FlowMatchingConfig:
     # Making the copy-the-reference shortcut less free (issue 15); 0 = off, the Wan recipe.
     motion_weight: float = 0.0  # loss weight 1 + a * |x0 - x0[frame 0]| / its mean: where frames move
     reference_noise: float = 0.0  # training only: frame 0 gets a timestep ~ U(0, r) instead of 0
+    # What the network's output means (as_velocity): velocity (Wan), x0 (the clean latents) or motion
+    # (x0 minus the reference latent repeated: copying the reference is the zero output, so the zero-init
+    # head starts at the copy and every gradient is about motion). x0 / motion train an x0-space MSE.
+    prediction: str = "velocity"
+
+
+PREDICTIONS = ("velocity", "x0", "motion")
+T_MIN = 0.02  # x0 / motion -> velocity divides by t; frame 0 (t = 0) and t -> 0 are clamped here
+
+
+def as_velocity(model: VelocityFn, prediction: str) -> VelocityFn:
+    """The network read as a velocity field whatever it predicts (the sampler and the loss see velocity):
+    v = (x_t - x0_hat) / t, x0_hat = out (x0) or out + reference latent (motion; the reference is
+    cond.reference, else the clean frame 0 of x_t). A network returning (out, aux) keeps its aux."""
+    if prediction == "velocity":
+        return model
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; use one of {PREDICTIONS}")
+
+    def velocity(x_t: torch.Tensor, t_frames: torch.Tensor, cond: Conditions):
+        out = model(x_t, t_frames, cond)
+        out, aux = out if isinstance(out, tuple) else (out, None)
+        x0_hat = out.float()
+        if prediction == "motion":
+            reference = x_t[:, :, :1] if cond.reference is None else cond.reference
+            x0_hat = x0_hat + reference.float()  # (B, C, 1, h, w) broadcast over frames
+        t = t_frames.float().clamp_min(T_MIN)[:, None, :, None, None]  # (B, 1, F, 1, 1)
+        v = ((x_t.float() - x0_hat) / t).to(out.dtype)
+        return v if aux is None else (v, aux)
+
+    return velocity
 
 
 def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -93,15 +124,18 @@ def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: Conditions, cf
     if cfg.clean_first_frame and cfg.reference_noise > 0 and training:
         t_frames[:, 0] = cfg.reference_noise * torch.rand(B, generator=generator).to(x0.device, x0.dtype)
     x_t = noisy_latents(x0, noise, t_frames)
-    v_pred = model(x_t, t_frames, cond)
+    v_pred = as_velocity(model, cfg.prediction)(x_t, t_frames, cond)
     aux = AuxOutputs()
     if isinstance(v_pred, tuple):  # a network called with return_aux=True: (velocity, AuxOutputs)
         v_pred, aux = v_pred
     err = (v_pred.float() - (noise - x0).float()) ** 2  # (B, C, F, H, W)
+    v_err = err
+    if cfg.prediction != "velocity":  # x0-space MSE: |x0_hat - x0|^2 = t^2 |v_hat - v|^2 (t clamped as in as_velocity)
+        err = err * t_frames.float().clamp_min(T_MIN)[:, None, :, None, None] ** 2
     weight = torch.ones(F, dtype=err.dtype, device=err.device)
     if cfg.clean_first_frame:
         weight[0] = 0.0  # the reference frame is given, not predicted
-    mse = ((err.mean(dim=(1, 3, 4)) * weight).sum(1) / weight.sum().clamp_min(1)).mean()  # comparable across recipes
+    mse = ((v_err.mean(dim=(1, 3, 4)) * weight).sum(1) / weight.sum().clamp_min(1)).mean()  # comparable across recipes
     if cfg.motion_weight > 0:  # up-weight the latents that differ from the reference (the few that move)
         moving = (x0 - x0[:, :, :1]).abs().float().mean(1, keepdim=True)  # (B, 1, F, H, W)
         spatial = 1 + cfg.motion_weight * moving / moving.mean(dim=(2, 3, 4), keepdim=True).clamp_min(1e-8)

@@ -5,8 +5,9 @@ the generation weights (EMA) of each point are exported on the way (lightning_mo
 WeightSnapshots, with the training wall time and samples seen); then generates the first `--clips`
 held-out clips from every snapshot and scores them with the evaluator (H@S, AA, TC, Sync-C, CSIM, PSNR,
 ...), next to the validation loss logged at the same steps. Writes runs/NAME/curve/curve.csv and
-curve.png (`--tag T`: score the existing snapshots again, e.g. with other sample.* settings, into
-curve-T/); `main.py curve --overlay A.csv B.csv ... --out X.png` draws several runs on one plot.
+curve.png (`--split train`: score training clips instead, into curve-train/, a memorisation check;
+`--tag T`: score the existing snapshots again, e.g. with other sample.* settings, into curve-T/);
+`main.py curve --overlay A.csv B.csv ... --out X.png` draws several runs on one plot.
 Trade-off: scoring after training (not inside it) keeps the wall-time axis pure training time and lets a
 finished run be re-scored with another sampler; it costs one model build per point (seconds).
 """
@@ -59,24 +60,24 @@ def _nearest(values: dict[int, float], step: int) -> float:
     return values[min(values, key=lambda s: abs(s - step))] if values else math.nan
 
 
-def score_snapshot(cfg, weights: Path, out_dir: Path, clips: int, progress: bool) -> dict:
-    """Generate the first `clips` test clips from `weights` into out_dir and score them: {metric: mean}."""
+def score_snapshot(cfg, weights: Path, out_dir: Path, clips: int, progress: bool, split: str = "test") -> dict:
+    """Generate the first `clips` clips of `split` from `weights` into out_dir and score them: {metric: mean}."""
     from evaluation.commands import evaluate
     from inference.split import generate_split
 
-    generate_split(cfg, out_dir / "videos", "test", weights=str(weights), num_clips=clips, progress=progress,
+    generate_split(cfg, out_dir / "videos", split, weights=str(weights), num_clips=clips, progress=progress,
                    side_by_side=False, attention_plot=False)
-    result = evaluate(cfg, "test", out_dir / "videos", progress=progress)
+    result = evaluate(cfg, split, out_dir / "videos", progress=progress)
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1))
     return {k: result["summary"][k][0] for k in METRICS if k in result["summary"]}
 
 
-def ground_truth_scores(cfg, curve_dir: Path, progress: bool) -> dict:
-    """The ground truth's scores on the test split (the ceiling drawn in the plots), cached in curve_dir."""
+def ground_truth_scores(cfg, curve_dir: Path, progress: bool, split: str = "test") -> dict:
+    """The ground truth's scores on `split` (the ceiling drawn in the plots), cached in curve_dir."""
     path = curve_dir / "ground_truth.json"
     if not path.is_file():
         from evaluation.commands import evaluate
-        summary = evaluate(cfg, "test", None, progress=progress)["summary"]
+        summary = evaluate(cfg, split, None, progress=progress)["summary"]
         atomic_write_text(path, json.dumps({k: summary[k][0] for k in METRICS if k in summary}, indent=1))
     return json.loads(path.read_text())
 
@@ -104,7 +105,7 @@ def plot_curves(runs: dict[str, list[dict]], out: Path, x: str = "samples_seen",
     for ax, key in zip(axes.flat, panels):
         for label, rows in runs.items():
             ax.plot([r[x] for r in rows], [r.get(key, math.nan) for r in rows], marker="o", label=label)
-        if ground_truth and key in ground_truth:
+        if ground_truth and key in ground_truth and key != "psnr":  # PSNR of the truth against itself: inf
             ax.axhline(ground_truth[key], color="k", linestyle="--", linewidth=1, label="ground truth")
         ax.set_title(key)
         ax.set_xlabel(x.replace("_", " "))
@@ -154,18 +155,20 @@ def cmd_curve(cfg, args) -> int:
         save_config(cfg, fit_dir)
         cmd_fit(cfg, args)
     # --tag: score the same snapshots again, e.g. with other sample.* settings, into curve-TAG/
-    curve_dir = Path(cfg.run.output_dir) / cfg.run.name / ("curve-" + args.tag if args.tag else "curve")
+    split = getattr(args, "split", "test")  # train: a memorisation check (can the recipe fit what it saw?)
+    tag = "-".join(t for t in (args.tag, "" if split == "test" else split) if t)
+    curve_dir = Path(cfg.run.output_dir) / cfg.run.name / ("curve-" + tag if tag else "curve")
     losses = val_losses(fit_dir / "logs" / "metrics.csv")
     rows = []
     for step in points:
         snapshot = fit_dir / "snapshots" / f"step-{step}"
         meta = json.loads((snapshot / "weights.json").read_text())
-        scores = score_snapshot(cfg, snapshot, curve_dir / f"step-{step}", args.clips, not args.quiet)
+        scores = score_snapshot(cfg, snapshot, curve_dir / f"step-{step}", args.clips, not args.quiet, split)
         rows.append({"step": step, "samples_seen": meta["samples_seen"], "train_wall_s": meta["train_wall_s"],
                      "val_loss": _nearest(losses, step)} | scores)
         print(json.dumps(rows[-1]))
     write_csv(rows, curve_dir / "curve.csv")
-    truth = ground_truth_scores(cfg, curve_dir, not args.quiet)
+    truth = ground_truth_scores(cfg, curve_dir, not args.quiet, split)
     plot = plot_curves({cfg.run.name: rows}, curve_dir / "curve.png", args.x, truth)
     print(f"wrote {curve_dir / 'curve.csv'} and {plot}")
     return 0

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from models.contracts import ClipBatch
+from models.flow_matching import as_velocity
 from models.sampling import sample
 
 
@@ -23,7 +24,8 @@ def sample_latents(model, encoder, batch: ClipBatch, num_frames: int, seeds: lis
     noise = torch.stack([torch.randn((first.shape[1], F) + tuple(first.shape[3:]),
                                      generator=torch.Generator().manual_seed(seed)) for seed in seeds])
     s = cfg.sample
-    latents = sample(model, noise.to(first), cond, steps=s.steps, solver=s.solver, shift=cfg.train.flow.shift,
+    velocity = as_velocity(model, cfg.train.flow.prediction)  # the network may predict x0 or motion
+    latents = sample(velocity, noise.to(first), cond, steps=s.steps, solver=s.solver, shift=cfg.train.flow.shift,
                      text_scale=s.text_scale, audio_scale=s.audio_scale, first_frame=first)
     return latents, cond, kept
 

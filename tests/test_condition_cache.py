@@ -30,10 +30,11 @@ def test_cached_conditions_equal_the_encoders_and_ride_in_the_batch(system):
     direct = system.source.collate([system.source.dataset("train")[i] for i in (4, 1, 6)])
     x0_direct, cond_direct = system.encoder.prepare(direct)
     x0_cached, cond_cached = system.encoder.prepare(batch)
-    assert batch.latents is not None and batch.audio_features is not None
+    assert batch.latents is not None and batch.audio_features is not None and batch.text_conditions is not None
     torch.testing.assert_close(x0_cached, x0_direct, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cond_cached.audio, cond_direct.audio, rtol=1e-5, atol=1e-5)
-    assert torch.equal(cond_cached.text, cond_direct.text)
+    for name in ("text", "text_mask", "text_phase", "text_window", "text_is_phase"):  # bit-identical
+        assert torch.equal(getattr(cond_cached, name), getattr(cond_direct, name)), name
     system.source.prepare("val", progress=False)
     assert cached.dataset("val")[0].keys() == system.source.dataset("val")[0].keys()  # val is not cached
     # another codec setting -> another cache directory; the same settings -> the same one

@@ -262,3 +262,12 @@ def test_groups_compose_a_paper_row_at_5b_with_zero3():
     result = run_main("config", "-e", "method/actavatar_stage2", "-e", "scale/5b", "-e", "hardware/zero3")
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["model"]["preset"] == "wan2.2-ti2v-5b"
+
+
+def test_prediction_is_checked_and_wan_weights_must_keep_velocity():
+    assert load_config(["demo"]).train.flow.prediction == "motion"  # the demo trains from scratch
+    assert load_config(["method/actavatar_stage2", "scale/5b"]).train.flow.prediction == "velocity"
+    with pytest.raises(ConfigError, match=r"train.flow.prediction.*Wan2.2 weights, which predict velocity"):
+        load_config(["method/actavatar_stage2", "scale/5b"], ["train.flow.prediction=motion"])
+    with pytest.raises(ConfigError, match=r"train.flow.prediction.*must be one of velocity, x0, motion"):
+        load_config(["demo"], ["train.flow.prediction=eps"])

@@ -89,3 +89,28 @@ def test_sampler_keeps_the_reference_frame():
     ref = torch.full((2, 1, 1, 1, 1), 9.0)
     out = sample(gaussian_velocity, noise, _no_cond(2), steps=4, first_frame=ref)
     assert torch.equal(out[:, :, :1], ref)
+
+
+def test_motion_prediction_starts_at_the_copy_and_x0_prediction_of_the_truth_is_exact():
+    """prediction=motion: a zero network copies the reference into every frame (sampling and loss);
+    prediction=x0: a network that outputs the clean latents has zero loss and samples them exactly."""
+    from models.flow_matching import as_velocity
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 3, 4, 2, 2, generator=g)
+    cond = Conditions(text=torch.zeros(2, 1, 4))
+    zero = lambda x, t, c: torch.zeros_like(x)
+    copy_cfg = FlowMatchingConfig(prediction="motion")
+    out = flow_matching_loss(zero, x0, cond, copy_cfg, t=torch.tensor([0.5, 0.9]))
+    # the x0-space loss of the copy: |ref - x0|^2 over the noised frames, whatever t is
+    torch.testing.assert_close(out["loss"], (x0[:, :, 1:] - x0[:, :, :1]).square().mean())
+    assert out["mse"] > out["loss"]  # the logged velocity MSE is the 1/t^2-weighted one
+    noise = torch.randn(x0.shape, generator=g)
+    got = sample(as_velocity(zero, "motion"), noise, cond, steps=8, first_frame=x0[:, :, :1])
+    torch.testing.assert_close(got, x0[:, :, :1].expand_as(x0))
+    oracle = lambda x, t, c: x0
+    assert flow_matching_loss(oracle, x0, cond, FlowMatchingConfig(prediction="x0"))["loss"] < 1e-10
+    got = sample(as_velocity(oracle, "x0"), noise, cond, steps=5, first_frame=x0[:, :, :1])
+    torch.testing.assert_close(got, x0, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown prediction"):
+        as_velocity(zero, "eps")

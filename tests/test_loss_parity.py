@@ -6,12 +6,11 @@ tests/support/training_losses.py for when and how to regenerate one. A different
 import json
 
 import pytest
-import torch
 
 from tests.support.training_losses import ASSETS, CASES, machine, training_losses
 
 
-def _check(case, tmp_path, learns=False):
+def _check(case, tmp_path):
     stored = json.loads((ASSETS / CASES[case]["asset"]).read_text())
     if stored["cpu_capability"] != machine()["cpu_capability"]:
         pytest.skip(f"losses recorded with {stored['cpu_capability']} kernels, this machine uses "
@@ -21,8 +20,6 @@ def _check(case, tmp_path, learns=False):
     first_difference = next((i for i, (a, b) in enumerate(zip(losses, stored["losses"])) if a != b), None)
     assert first_difference is None, (f"step {first_difference}: loss {losses[first_difference]!r} != stored "
                                       f"{stored['losses'][first_difference]!r}")
-    if learns:  # the tiny smoke model's 50 losses are noise around 2.1; the demo's fall from 2.05 to 0.99
-        assert torch.tensor(losses[-10:]).mean() < 0.7 * torch.tensor(losses[:10]).mean()
 
 
 def test_smoke_config_first_50_losses_are_bit_identical(tmp_path):
@@ -31,4 +28,7 @@ def test_smoke_config_first_50_losses_are_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_demo_config_first_50_losses_are_bit_identical(tmp_path):
-    _check("demo", tmp_path, learns=True)
+    # No learning check: the demo's motion prediction starts at the copy of the reference, whose x0-space
+    # loss (0.047) is already low and is flat over 50 steps (it falls over the run: val MSE in
+    # bench/results/curves); the velocity recipe's losses fell 2.05 -> 0.99 over the same 50 steps.
+    _check("demo", tmp_path)

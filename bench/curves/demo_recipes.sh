@@ -8,19 +8,27 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/curves}
 curve() { local name=$1; shift; $PY main.py curve -e demo --at 120,240,360 --clips 8 --quiet \
   run.output_dir=$OUT run.name=$name train.logger.kind=csv train.sample_clips=0 "$@"; }
+V=train.flow.prediction=velocity  # the recipe of make demo before issue 15 (scale/demo now predicts motion)
+M=train.flow.prediction=motion
 declare -A RUNS=(
-  [base]=""                                                    # make demo's recipe today
-  [motion4]="train.flow.motion_weight=4"                       # loss weighted toward latents that move
-  [refnoise]="train.flow.reference_noise=0.3"                  # frame 0 noised: copying it is not exact
-  [lognorm]="train.flow.timestep_dist=logit_normal"            # more steps at mid noise
-  [shift1]="train.flow.shift=1.0"                              # Wan's shift 3 is for large latents; ours are 8x8
-  [ch8]="model.codec.channels=8"                               # fewer low-variance PCA channels to denoise
+  [base]="$V"                                                  # make demo's recipe at the start of issue 15
+  [motion4]="$V train.flow.motion_weight=4"                    # loss weighted toward latents that move
+  [refnoise]="$V train.flow.reference_noise=0.3"               # frame 0 noised: copying it is not exact
+  [lognorm]="$V train.flow.timestep_dist=logit_normal"         # more steps at mid noise
+  [shift1]="$V train.flow.shift=1.0"                           # Wan's shift 3 is for large latents; ours are 8x8
+  [ch8]="$V model.codec.channels=8"                            # fewer low-variance PCA channels to denoise
+  [memorise8]="--split train $V data.num_train=8"              # can the recipe fit 8 clips it sees 360 times?
+  [motion]="$M"                                                # the DiT predicts x0 - reference: the copy is free
+  [motion_window]="$M model.dit.phase_window_bias=true"        # + a direct "when" (PACA window bias)
+  [motion_memorise8]="--split train $M data.num_train=8"       # can it fit 8 clips?
+  [x0]="train.flow.prediction=x0"                              # not run yet: the DiT predicts x0
+  [data1024]="$M data.num_train=1024"                          # not run yet: 8x the clips (each seen ~3x)
 )
-for name in "${@:-base motion4 refnoise lognorm}"; do
+for name in "${@:-base motion}"; do
   for one in $name; do
     echo "== $one: ${RUNS[$one]}"; curve "$one" ${RUNS[$one]}
     if [ "$one" = base ]; then  # the same weights sampled with dual CFG (ActAvatar uses 5 / 5 on Wan2.2)
-      curve base --tag cfg4 sample.text_scale=4.0 sample.audio_scale=4.0
+      curve base --tag cfg4 "$V" sample.text_scale=4.0 sample.audio_scale=4.0
     fi
   done
 done

@@ -26,6 +26,11 @@ declare -A RUNS=(
 )
 for name in "${@:-base motion}"; do
   for one in $name; do
+    if [ "$one" = synth_cpu ]; then  # scale/synth_cpu: 4x the steps and clips, scored every 360 steps
+      curve_long() { $PY main.py curve -e demo -e scale/synth_cpu --at 360,720,1080,1440 --clips 8 --quiet \
+        run.output_dir=$OUT run.name=synth_cpu train.logger.kind=csv train.sample_clips=0; }
+      echo "== synth_cpu"; curve_long; continue
+    fi
     echo "== $one: ${RUNS[$one]}"; curve "$one" ${RUNS[$one]}
     if [ "$one" = base ]; then  # the same weights sampled with dual CFG (ActAvatar uses 5 / 5 on Wan2.2)
       curve base --tag cfg4 "$V" sample.text_scale=4.0 sample.audio_scale=4.0

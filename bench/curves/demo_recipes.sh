@@ -8,8 +8,8 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/curves}
 curve() { local name=$1; shift; $PY main.py curve -e demo --at 120,240,360 --clips 8 --quiet \
   run.output_dir=$OUT run.name=$name train.logger.kind=csv train.sample_clips=0 "$@"; }
-V=train.flow.prediction=velocity  # the recipe of make demo before issue 15 (scale/demo now predicts motion)
-M=train.flow.prediction=motion
+V="train.flow.prediction=velocity sample.audio_scale=1.0"  # make demo before issue 15 (no guidance)
+M="train.flow.prediction=motion sample.audio_scale=1.0"  # the motion runs were scored without guidance
 declare -A RUNS=(
   [base]="$V"                                                  # make demo's recipe at the start of issue 15
   [motion4]="$V train.flow.motion_weight=4"                    # loss weighted toward latents that move
@@ -28,12 +28,16 @@ for name in "${@:-base motion}"; do
   for one in $name; do
     if [ "$one" = synth_cpu ]; then  # scale/synth_cpu: 4x the steps and clips, scored every 360 steps
       curve_long() { $PY main.py curve -e demo -e scale/synth_cpu --at 360,720,1080,1440 --clips 8 --quiet \
-        run.output_dir=$OUT run.name=synth_cpu train.logger.kind=csv train.sample_clips=0; }
+        run.output_dir=$OUT run.name=synth_cpu train.logger.kind=csv train.sample_clips=0 sample.audio_scale=1.0; }
       echo "== synth_cpu"; curve_long; continue
     fi
     echo "== $one: ${RUNS[$one]}"; curve "$one" ${RUNS[$one]}
     if [ "$one" = base ]; then  # the same weights sampled with dual CFG (ActAvatar uses 5 / 5 on Wan2.2)
-      curve base --tag cfg4 "$V" sample.text_scale=4.0 sample.audio_scale=4.0
+      curve base --tag cfg4 $V sample.text_scale=4.0 sample.audio_scale=4.0
+    fi
+    if [ "$one" = motion ]; then  # guidance on the motion weights: both 4, and audio only (scale/demo's 1 / 4)
+      curve motion --tag cfg4 $M sample.text_scale=4.0 sample.audio_scale=4.0
+      curve motion --tag audio4 $M sample.text_scale=1.0 sample.audio_scale=4.0
     fi
   done
 done

@@ -59,7 +59,7 @@ def profile(cfg, steps: int) -> dict:
         T = encoder.codec.valid_num_frames(batch.num_frames)
         with torch.no_grad():
             with clock("codec"):
-                x0 = encoder.codec.encode(batch.video[:, :T].transpose(1, 2))  # (B, 3, T, H, W) -> latents
+                x0 = encoder.encode_video(batch)  # (B, C, F, h, w)
             with clock("text"):
                 cond = encoder.encode_text(structured_prompts(batch.prompt))  # first epoch: cache misses
             with clock("text_cached"):  # later epochs: the frozen encoder's output cache (TextConfig.cache_size)

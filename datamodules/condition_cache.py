@@ -117,8 +117,7 @@ class CachedConditions(DataSource):
                                    disable=not progress) as bar:
             for start in range(0, len(dataset), step):
                 batch = self.source.collate([dataset[i] for i in range(start, min(start + step, len(dataset)))])
-                T = encoder.codec.valid_num_frames(batch.num_frames)
-                latents.append(encoder.codec.encode(batch.video[:, :T].transpose(1, 2)).cpu())  # (B, C, F, h, w)
+                latents.append(encoder.encode_video(batch).cpu())  # (B, C, F, h, w)
                 if encoder.audio_encoder is not None:
                     audio.append(encoder.encode_audio(batch.audio, batch.num_frames).cpu())  # (B, T, D)
                 if caches_text(encoder):  # raw encode_text output: the window rescaling stays in the encoder

@@ -38,11 +38,7 @@ class ConditionEncoder(nn.Module):
     def prepare(self, batch: ClipBatch) -> tuple[torch.Tensor, Conditions]:
         """A training batch (video frames, or cached latents) -> clean latents and conditions."""
         T = self.codec.valid_num_frames(batch.num_frames)         # e.g. 100 -> 97 = 4*24 + 1
-        if batch.latents is not None:
-            x0 = batch.latents                                    # cached: (B, C, F, h, w)
-        else:
-            with torch.no_grad():                                 # (B, T, 3, H, W) -> (B, 3, T, H, W) -> latents
-                x0 = self.codec.encode(batch.video[:, :T].transpose(1, 2))
+        x0 = batch.latents if batch.latents is not None else self.encode_video(batch)  # cached or (B, C, F, h, w)
         cond = self.conditions(batch, batch.num_frames, T)
         if self.need_regions:
             if batch.region_masks is None:
@@ -76,6 +72,12 @@ class ConditionEncoder(nn.Module):
                 features = self.encode_audio(batch.audio, num_frames)
             cond.audio = features[:, :kept_frames]
         return cond
+
+    @torch.no_grad()
+    def encode_video(self, batch: ClipBatch) -> torch.Tensor:
+        """The clip's frames the codec accepts (T = 4n + 1) -> clean latents (B, C, F, h, w)."""
+        T = self.codec.valid_num_frames(batch.num_frames)
+        return self.codec.encode(batch.video[:, :T].transpose(1, 2))  # (B, T, 3, H, W) -> (B, 3, T, H, W)
 
     def encode_text(self, prompts) -> Conditions:
         text = encode_prompts(prompts, self.text_encoder, mode=self.cfg.text.prompt_mode)

@@ -42,6 +42,11 @@ PREDICTIONS = ("velocity", "x0", "motion")
 T_MIN = 0.02  # x0 / motion -> velocity divides by t; frame 0 (t = 0) and t -> 0 are clamped here
 
 
+def _clamped_t(t_frames: torch.Tensor) -> torch.Tensor:
+    """(B, F) per-frame t -> (B, 1, F, 1, 1) fp32, at least T_MIN: the x0 <-> velocity factor."""
+    return t_frames.float().clamp_min(T_MIN)[:, None, :, None, None]
+
+
 def as_velocity(model: VelocityFn, prediction: str) -> VelocityFn:
     """The network read as a velocity field whatever it predicts (the sampler and the loss see velocity):
     v = (x_t - x0_hat) / t, x0_hat = out (x0) or out + reference latent (motion; the reference is
@@ -58,8 +63,7 @@ def as_velocity(model: VelocityFn, prediction: str) -> VelocityFn:
         if prediction == "motion":
             reference = x_t[:, :, :1] if cond.reference is None else cond.reference
             x0_hat = x0_hat + reference.float()  # (B, C, 1, h, w) broadcast over frames
-        t = t_frames.float().clamp_min(T_MIN)[:, None, :, None, None]  # (B, 1, F, 1, 1)
-        v = ((x_t.float() - x0_hat) / t).to(out.dtype)
+        v = ((x_t.float() - x0_hat) / _clamped_t(t_frames)).to(out.dtype)
         return v if aux is None else (v, aux)
 
     return velocity
@@ -130,16 +134,19 @@ def flow_matching_loss(model: VelocityFn, x0: torch.Tensor, cond: Conditions, cf
         v_pred, aux = v_pred
     err = (v_pred.float() - (noise - x0).float()) ** 2  # (B, C, F, H, W)
     v_err = err
-    if cfg.prediction != "velocity":  # x0-space MSE: |x0_hat - x0|^2 = t^2 |v_hat - v|^2 (t clamped as in as_velocity)
-        err = err * t_frames.float().clamp_min(T_MIN)[:, None, :, None, None] ** 2
+    if cfg.prediction != "velocity":  # x0-space MSE: |x0_hat - x0|^2 = t^2 |v_hat - v|^2
+        err = err * _clamped_t(t_frames) ** 2
     weight = torch.ones(F, dtype=err.dtype, device=err.device)
     if cfg.clean_first_frame:
         weight[0] = 0.0  # the reference frame is given, not predicted
-    mse = ((v_err.mean(dim=(1, 3, 4)) * weight).sum(1) / weight.sum().clamp_min(1)).mean()  # comparable across recipes
+
+    def per_sample_mean(e: torch.Tensor) -> torch.Tensor:  # (B, C, F, H, W) -> (B,) over the noised frames
+        return (e.mean(dim=(1, 3, 4)) * weight).sum(1) / weight.sum().clamp_min(1)
+
+    mse = per_sample_mean(v_err).mean()  # unweighted velocity MSE: comparable across recipes
     if cfg.motion_weight > 0:  # up-weight the latents that differ from the reference (the few that move)
         moving = (x0 - x0[:, :, :1]).abs().float().mean(1, keepdim=True)  # (B, 1, F, H, W)
         spatial = 1 + cfg.motion_weight * moving / moving.mean(dim=(2, 3, 4), keepdim=True).clamp_min(1e-8)
         err = err * spatial / spatial.mean(dim=(2, 3, 4), keepdim=True)  # same mean scale as unweighted
-    per_frame = err.mean(dim=(1, 3, 4))                   # (B, F)
-    per_sample = (per_frame * weight).sum(1) / weight.sum().clamp_min(1)
+    per_sample = per_sample_mean(err)
     return {"loss": per_sample.mean(), "mse": mse.detach(), "t": t, "per_sample": per_sample, "aux": aux}

@@ -154,8 +154,9 @@ def cmd_curve(cfg, args) -> int:
         from configs.loader import save_config
         save_config(cfg, fit_dir)
         cmd_fit(cfg, args)
-    # --tag: score the same snapshots again, e.g. with other sample.* settings, into curve-TAG/
-    split = getattr(args, "split", "test")  # train: a memorisation check (can the recipe fit what it saw?)
+    # --tag T (the same snapshots scored again, e.g. with other sample.* settings) and --split train (a
+    # memorisation check) each get their own directory: curve-T/, curve-train/, curve-T-train/
+    split = args.split
     tag = "-".join(t for t in (args.tag, "" if split == "test" else split) if t)
     curve_dir = Path(cfg.run.output_dir) / cfg.run.name / ("curve-" + tag if tag else "curve")
     losses = val_losses(fit_dir / "logs" / "metrics.csv")

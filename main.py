@@ -17,6 +17,8 @@ Examples::
     python main.py data -e runs/demo/data/resolved_config.yaml   # rerun a saved config
     python main.py export --checkpoint runs/x/fit/checkpoints/step-00000400.ckpt --dtype bf16  # DiT safetensors
     python main.py rl -e configs/rl/smollm2.yaml           # prompt enhancer: SFT, GRPO, held-out table
+    python main.py data export -e smoke --out runs/export --odd    # SynthAvatar as mp4 + manifest.jsonl
+    python main.py prep data.manifest=runs/export/manifest.jsonl data.root=runs/prep   # real-video stages
 
 Overrides (``key=value``) may appear anywhere after the subcommand.  Config
 errors print one line to stderr and exit with status 2.
@@ -43,9 +45,21 @@ def run_config(cfg, args) -> int:
 
 
 def run_data(cfg, args) -> int:
+    if args.action == "export":
+        from realvideo.commands import cmd_data_export
+        return cmd_data_export(cfg, args)
+    if args.action == "import":
+        from realvideo.commands import cmd_data_import
+        return cmd_data_import(cfg, args)
     from synthavatar.commands import cmd_data
 
     return cmd_data(cfg, args)
+
+
+def run_prep(cfg, args) -> int:
+    from realvideo.prep import cmd_prep
+
+    return cmd_prep(cfg, args)
 
 
 def run_evaluate(cfg, args) -> int:
@@ -123,7 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="split(s) to generate (default: all)")
     data.add_argument("--preview", action="store_true", help="render preview clips")
     data.add_argument("--inspect", action="store_true", help="print dataset statistics")
+    data.add_argument("--action", choices=("generate", "export", "import"), default="generate",
+                      help=argparse.SUPPRESS)  # set by `data export` / `data import` (parse_args)
+    data.add_argument("--out", help="export: output folder; import: the manifest.jsonl to write")
+    data.add_argument("--max-clips", type=int, default=0, help="export: clips per split (0 = all)")
+    data.add_argument("--odd", action="store_true", help="export: add odd and broken files (expected.json)")
+    data.add_argument("--from", dest="source", nargs=2, metavar=("KIND", "FILE"),
+                      help="import: diffsynth metadata.csv | videox metadata.json")
     data.set_defaults(handler=run_data, saves_config=True)
+
+    prep = commands.add_parser("prep", parents=[common],
+                               help="real videos: probe / segment / analyse / filter / annotate (data.manifest)")
+    prep.add_argument("--stage", choices=("probe", "segment", "analyse", "filter", "annotate", "all"),
+                      default="all", help="stage to run (default: all, in order)")
+    prep.add_argument("--shard", default="0/1", metavar="I/N", help="run every N-th item from I (default 0/1)")
+    prep.add_argument("--redo", action="store_true", help="redo items that already have a record")
+    prep.add_argument("--inspect", action="store_true", help="clips per bucket, seconds kept, rejects by reason")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+    prep.set_defaults(handler=run_prep, saves_config=False)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="compute evaluation metrics")
     source = evaluate.add_mutually_exclusive_group()
@@ -206,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "data" and argv[1] in ("export", "import"):
+        argv = ["data", "--action", argv[1]] + argv[2:]  # `data export ...` reads as a data action
     args, extras = parser.parse_known_args(argv)
     # Overrides written after an option (`data --preview data.fps=30`) are not
     # picked up by the positional; accept them here, reject anything else.

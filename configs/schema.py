@@ -31,6 +31,7 @@ from models.dit_config import PRESETS, DiTConfig, preset_config
 from models.flow_matching import PREDICTIONS, FlowMatchingConfig
 from models.text_encoders import TextConfig
 from models.visual import VisualConfig
+from realvideo.config import PrepConfig
 from rl.config import RLConfig
 
 # (field name relative to its section, human-readable problem)
@@ -72,7 +73,8 @@ class DataConfig:
     sample_rate are the clips' rates; the model's audio section takes them from here (configs/loader.py)."""
 
     kind: str = "synthavatar"  # the data source; registered kinds: datamodules/sources.py DATA_SOURCE_KINDS
-    root: str = "cache/synthavatar"  # generated clips are cached here
+    root: str = "cache/synthavatar"  # synthavatar: generated clips are cached here; `main.py prep`: its output
+    manifest: str = ""  # `main.py prep`: the JSONL manifest of source videos (realvideo/manifest.py)
     seed: int = 0  # generation seed; clips are a pure function of (seed, split, index)
     resolution: int = 64  # square frame side in pixels
     fps: int = 25
@@ -295,6 +297,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    prep: PrepConfig = field(default_factory=PrepConfig)
 
     def check(self) -> list[Problem]:
         """Checks that span sections."""

@@ -67,7 +67,8 @@ class WanDiT(nn.Module):
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         self.blocks = nn.ModuleList(
-            WanBlock(dim, cfg.ffn_dim, cfg.num_heads, cfg.eps, layer=i, window_bias=cfg.phase_window_bias)
+            WanBlock(dim, cfg.ffn_dim, cfg.num_heads, cfg.eps, layer=i, window_bias=cfg.phase_window_bias,
+                     window_bias_init=cfg.phase_window_bias_init)
             for i in range(cfg.num_layers))
         self.head = Head(dim, out_channels * math.prod(self.patch_size), cfg.eps)
         # ActAvatar PACA: c'_i = c_i + e_k for tokens of phase k; zero-init so Wan's behaviour is kept at start.

@@ -34,6 +34,8 @@ class DiTConfig:
     phase_embedding: bool = True    # ActAvatar PACA: zero-init learnable e_k added to phase-k text tokens
     max_phases: int = 8
     phase_window_bias: bool = False  # ours: per-head zero-init logit bias inside the token's time window
+    phase_window_bias_init: float = 0.0  # its starting value (0 keeps a converted Wan model unchanged; a
+                                    # positive start points frames at their own phase from step 0)
     reference_concat: bool = False  # Wan2.1-I2V-style: frame-0 latent given to every frame (zero-init conv)
     temporal_stride: int = 4        # latent geometry, set from the codec by build_model
     causal_first: bool = True       # latent frame 0 <-> video frame 0 alone (Wan causal VAE)

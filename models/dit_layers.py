@@ -64,9 +64,10 @@ class TextCrossAttention(ProjectedAttention):
     """Wan cross-attention; with `window_bias` the PACA extension: w_h added to the logits of phase tokens
     whose window contains the query frame's time (zero-init, so a converted Wan model is unchanged)."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool = True, window_bias: bool = False):
+    def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool = True, window_bias: bool = False,
+                 window_bias_init: float = 0.0):
         super().__init__(dim, num_heads, eps, qk_norm)
-        self.window_bias = nn.Parameter(torch.zeros(num_heads)) if window_bias else None
+        self.window_bias = nn.Parameter(torch.full((num_heads,), float(window_bias_init))) if window_bias else None
 
     def forward(self, x: torch.Tensor, inp: BlockInputs, layer: int) -> torch.Tensor:
         q, k, v = self.project(x, inp.text)
@@ -91,13 +92,13 @@ class WanBlock(nn.Module):
     """One DiT block; `audio_attn` / `visual_attn` are attached by the model builder when enabled."""
 
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, eps: float, layer: int,
-                 qk_norm: bool = True, window_bias: bool = False):
+                 qk_norm: bool = True, window_bias: bool = False, window_bias_init: float = 0.0):
         super().__init__()
         self.layer = layer  # 0-based
         self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.self_attn = SelfAttention(dim, num_heads, eps, qk_norm)
         self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=True)
-        self.cross_attn = TextCrossAttention(dim, num_heads, eps, qk_norm, window_bias)
+        self.cross_attn = TextCrossAttention(dim, num_heads, eps, qk_norm, window_bias, window_bias_init)
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)

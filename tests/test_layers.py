@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {".venv", "tests", "cache", "runs", ".git"}
 CORE = {"models", "kernels", "common"}
-ABOVE_CORE = {"synthavatar", "datamodules", "lightning_modules", "inference", "evaluation", "rl", "sweeps",
+ABOVE_CORE = {"synthavatar", "realvideo", "datamodules", "lightning_modules", "inference", "evaluation", "rl", "sweeps",
               "system", "configs", "bench", "examples", "main"}
-DATA = {"synthavatar", "datamodules"}
+DATA = {"synthavatar", "realvideo", "datamodules"}
 ABOVE_DATA = {"lightning_modules", "inference", "evaluation", "rl", "sweeps", "system", "bench", "main"}
 MAX_LINES = 450
 

@@ -139,3 +139,13 @@ def test_localisation_loss_trains_the_visual_path(wan_dir):
     assert full.visual_adapter.qformer.queries.grad.abs().sum() > 0
     grad0 = full.blocks[0].visual_attn.q.weight.grad  # block 0: no loss, and its zero-init output blocks the path
     assert grad0 is None or grad0.abs().sum() == 0
+
+
+def test_phase_window_bias_starts_at_its_configured_value():
+    """phase_window_bias_init (issue 15 recipe search): every block's per-head bias starts there; the default
+    keeps the zero start, so a converted Wan model is unchanged."""
+    started = WanDiT(_config(phase_window_bias=True, phase_window_bias_init=2.5), AUDIO, VISUAL)
+    zero = WanDiT(_config(phase_window_bias=True), AUDIO, VISUAL)
+    assert all(torch.equal(b.cross_attn.window_bias, torch.full_like(b.cross_attn.window_bias, 2.5))
+               for b in started.blocks)
+    assert all(not b.cross_attn.window_bias.any() for b in zero.blocks)

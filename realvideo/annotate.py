@@ -1,0 +1,140 @@
+"""Prep stages 3-5 (issue 16): analyse (speech activity, motion), filter (thresholds), annotate (prompts).
+
+- analyse measures each clip once: speech segments from silero-vad (its PyPI package ships the weights;
+  prep.vad=false falls back to an energy detector, librosa.effects.split) and the mean absolute frame
+  difference (motion, 0..1). Face parsing and pose models are not wired yet (README says so).
+- filter applies prep.min_speech_ratio / min_motion / max_motion to those numbers, so thresholds can be
+  changed and the filter rerun without decoding anything again; drops go to the ledger.
+- annotate gives every kept clip a structured prompt in clip time: the manifest's prompt cut to the clip's
+  window (phase pieces shorter than prep.min_phase_seconds dropped, times shifted to start at 0); when no
+  phase is left, or the line has only a caption (or nothing), phases come from the speech segments
+  ("speaks" / "pauses") under the prompt's base, the caption, or prep.default_base. Each record says which
+  (`prompt_source`), so a data set's share of template prompts is visible in `prep --inspect`.
+Trade-off: the speech template gives real talking-head clips the >= 1 phase the format needs, but it
+teaches "when to talk", not actions; action phases must come from the manifest (or, later, a local VLM).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.prompt import from_json, to_global, to_json
+
+MAX_PHASES = 8
+_VAD = None
+
+
+def speech_segments(wave: np.ndarray, sample_rate: int, use_vad: bool) -> list[tuple[float, float]]:
+    """Speech as [start, end) seconds."""
+    if use_vad:
+        import torch
+        from silero_vad import get_speech_timestamps, load_silero_vad
+
+        global _VAD
+        if _VAD is None:
+            _VAD = load_silero_vad()
+        if sample_rate != 16000:
+            import librosa
+            wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=16000)
+        stamps = get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(wave, np.float32)), _VAD,
+                                       sampling_rate=16000, return_seconds=True)
+        return [(float(s["start"]), float(s["end"])) for s in stamps]
+    import librosa  # the energy detector: frames within 30 dB of the loudest (as rl/timing.py)
+    return [(s / sample_rate, e / sample_rate) for s, e in librosa.effects.split(wave, top_db=30.0)]
+
+
+def motion_energy(frames: np.ndarray) -> float:
+    """Mean absolute difference of consecutive frames, uint8 (T, H, W, 3) -> [0, 1]."""
+    if len(frames) < 2:
+        return 0.0
+    return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean() / 255.0)
+
+
+def analyse_clip(frames: np.ndarray, wave: np.ndarray, sample_rate: int, use_vad: bool) -> dict:
+    seconds = len(wave) / sample_rate
+    speech = speech_segments(wave, sample_rate, use_vad)
+    covered = sum(min(e, seconds) - max(s, 0.0) for s, e in speech)
+    return {"speech": [[round(s, 3), round(e, 3)] for s, e in speech], "speech_ratio": covered / seconds,
+            "motion": motion_energy(frames), "speech_detector": "silero-vad" if use_vad else "energy"}
+
+
+def filter_reason(measured: dict, prep_cfg) -> tuple[str, str] | None:
+    """(reason, detail) when a clip fails a threshold, else None."""
+    if measured["speech_ratio"] < prep_cfg.min_speech_ratio:
+        return "low_speech", f"speech {measured['speech_ratio']:.2f} < prep.min_speech_ratio {prep_cfg.min_speech_ratio}"
+    if prep_cfg.min_motion and measured["motion"] < prep_cfg.min_motion:
+        return "too_static", f"motion {measured['motion']:.4f} < prep.min_motion {prep_cfg.min_motion}"
+    if prep_cfg.max_motion and measured["motion"] > prep_cfg.max_motion:
+        return "too_much_motion", f"motion {measured['motion']:.4f} > prep.max_motion {prep_cfg.max_motion}"
+    return None
+
+
+def cut_prompt(prompt: dict, start: float, end: float, min_phase: float) -> dict | None:
+    """The manifest prompt (source seconds) cut to [start, end) and shifted to clip time; None if no
+    phase piece of at least `min_phase` seconds is left."""
+    duration = end - start
+    phases = []
+    for p in prompt["phases"]:
+        s, e = max(p["start"], start) - start, min(p["end"], end) - start
+        if e - s >= min_phase - 1e-9:
+            phases.append({k: v for k, v in (("start", round(s, 4)), ("end", round(min(e, duration), 4)),
+                                              ("text", p["text"]), ("action", p.get("action"))) if v is not None})
+    if not phases:
+        return None
+    return to_json(from_json({"version": 1, "duration": duration, "base": prompt["base"], "phases": phases},
+                             source="cut prompt", duration=duration))
+
+
+def _merge_speech(speech, duration: float, min_gap: float) -> list[tuple[float, float]]:
+    """Speech segments clipped to the clip, gaps shorter than `min_gap` closed."""
+    out = []
+    for s, e in sorted(speech):
+        s, e = max(0.0, s), min(duration, e)
+        if e <= s:
+            continue
+        if out and s - out[-1][1] < min_gap:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def speech_prompt(base: str, speech: list, duration: float, min_phase: float) -> dict:
+    """Phases from speech activity: "speaks" on speech, "pauses" between (at most 8); pieces shorter than
+    `min_phase` join their neighbour; a clip without speech gets one "stays silent" phase."""
+    marks, t = [], 0.0
+    for s, e in _merge_speech(speech, duration, min_phase):
+        if e - s < min_phase:
+            continue
+        if s - t >= min_phase:
+            marks.append((t, s, "pauses"))
+        else:
+            s = t  # a too-short leading gap joins the speech
+        marks.append((s, e, "speaks"))
+        t = e
+    if marks and duration - t < min_phase:
+        marks[-1] = (marks[-1][0], duration, marks[-1][2])  # a too-short tail joins the last phase
+    elif marks:
+        marks.append((t, duration, "pauses"))
+    else:
+        marks = [(0.0, duration, "stays silent")]
+    while len(marks) > MAX_PHASES:  # merge the shortest neighbouring pair into one speaking phase
+        k = min(range(len(marks) - 1), key=lambda i: marks[i + 1][1] - marks[i][0])
+        marks[k: k + 2] = [(marks[k][0], marks[k + 1][1], "speaks")]
+    phases = [{"start": round(s, 4), "end": round(e, 4), "text": text} for s, e, text in marks]
+    return to_json(from_json({"version": 1, "duration": duration, "base": base, "phases": phases},
+                             source="speech prompt", duration=duration))
+
+
+def annotate_clip(entry_prompt: dict | None, caption: str | None, clip: dict, speech: list, prep_cfg) -> dict:
+    """{"prompt": JSON for the clip, "prompt_source": manifest | manifest_base+speech | caption+speech |
+    default+speech, "prompt_global": its flat rendering}."""
+    duration = clip["end"] - clip["start"]
+    prompt, source = None, None
+    if entry_prompt is not None:
+        prompt = cut_prompt(entry_prompt, clip["start"], clip["end"], prep_cfg.min_phase_seconds)
+        source = "manifest" if prompt is not None else "manifest_base+speech"
+    if prompt is None:
+        base = entry_prompt["base"] if entry_prompt is not None else (caption or prep_cfg.default_base)
+        source = source or ("caption+speech" if caption else "default+speech")
+        prompt = speech_prompt(base, [tuple(s) for s in speech], duration, prep_cfg.min_phase_seconds)
+    return {"prompt": prompt, "prompt_source": source, "prompt_global": to_global(from_json(prompt))}

@@ -1,0 +1,157 @@
+"""`main.py prep` (issue 16): the real-video preprocessing stages, each sharded, resumable and ledgered.
+
+Stages, in order (each reads the previous stage's `<stage>.jsonl` under data.root):
+probe (manifest -> container metadata), segment (scene cuts -> fixed clips), analyse (speech, motion),
+filter (thresholds), annotate (structured prompts in clip time). Every item gets one record file
+(realvideo/ledger.py); `--shard i/n` takes every n-th item, finished items are skipped, and after the
+items the stage's kept list and reject ledger are rebuilt from all records (so run `--stage X` once more
+without --shard after the shards finish). `--inspect` prints clips per bucket, seconds kept and rejects by
+reason. Not yet here (README says so): face parsing / pose in analyse, the per-clip encoder cache and the
+real-video data source (the next steps of issue 16).
+Trade-off: stages are separate commands rather than one pass per video, so a threshold change reruns
+only `filter`, at the price of reading each clip once per stage that needs pixels.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from common.errors import DataError
+from realvideo import ledger
+from realvideo.manifest import read_manifest
+
+STAGES = ("probe", "segment", "analyse", "filter", "annotate")
+CLIP_DIR = "clips"
+
+
+def _settings(cfg) -> dict:
+    from realvideo.segment import clip_frames
+    d, p = cfg.data, cfg.prep
+    return {"fps": float(d.fps), "sample_rate": int(d.sample_rate), "resolution": int(d.resolution),
+            "clip_frames": clip_frames(float(d.duration), float(d.fps)), "size_multiple": int(p.size_multiple),
+            "crf": int(p.crf), "scene_threshold": float(p.scene_threshold),
+            "min_scene_seconds": float(p.min_scene_seconds)}
+
+
+def _entries(cfg) -> dict:
+    if not cfg.data.manifest:
+        raise DataError("data.manifest: not set; give the JSONL manifest of your videos (data.manifest=FILE)")
+    return {e.name: e for e in read_manifest(cfg.data.manifest)}
+
+
+def _clips(root: Path, stage_needed: str, needed_by: str) -> list[dict]:
+    """Kept clips of the segment stage, each with its source's split (flattened)."""
+    rows = ledger.read_kept(root, stage_needed, needed_by)
+    if stage_needed != "segment":
+        return rows
+    return [c | {"name": c["clip"], "source": r["name"], "split": r["split"]} for r in rows for c in r["clips"]]
+
+
+def _work(cfg, stage: str, root: Path, entries: dict):
+    """(items, function item -> record) of a stage."""
+    settings = _settings(cfg)
+    if stage == "probe":
+        from realvideo.probe import probe_entry
+        seconds = settings["clip_frames"] / settings["fps"]
+        return list(entries.values()), lambda e: probe_entry(e, seconds)
+    if stage == "segment":
+        from realvideo.segment import segment_video
+        probes = ledger.read_kept(root, "probe", "segment")
+        return probes, lambda r: segment_video(r, entries[r["name"]].segments, root / CLIP_DIR, settings)
+    if stage == "analyse":
+        from common.audio_io import load_audio
+        from common.video_io import read_video
+        from realvideo.annotate import analyse_clip
+
+        def analyse(c):
+            frames = read_video(root / CLIP_DIR / f"{c['name']}.mp4", sample_rate=None).frames
+            wave = load_audio(root / CLIP_DIR / f"{c['name']}.wav", settings["sample_rate"])
+            return ledger.kept(c["name"], **({k: c[k] for k in ("source", "split", "start", "end", "frames",
+                                                               "height", "width")}
+                                             | analyse_clip(frames, wave, settings["sample_rate"], cfg.prep.vad)))
+        return _clips(root, "segment", "analyse"), analyse
+    if stage == "filter":
+        from realvideo.annotate import filter_reason
+
+        def check(c):
+            fields = {k: v for k, v in c.items() if k not in ("name", "kept")}
+            fault = filter_reason(c, cfg.prep)
+            return ledger.rejected(c["name"], *fault, **fields) if fault else ledger.kept(c["name"], **fields)
+        return ledger.read_kept(root, "analyse", "filter"), check
+    if stage == "annotate":
+        from realvideo.annotate import annotate_clip
+
+        def annotate(c):
+            entry = entries[c["source"]]
+            fields = {k: v for k, v in c.items() if k not in ("name", "kept")}
+            return ledger.kept(c["name"], **fields, **annotate_clip(entry.prompt, entry.caption, c, c["speech"],
+                                                                    cfg.prep))
+        return ledger.read_kept(root, "filter", "annotate"), annotate
+    raise DataError(f"--stage {stage!r}: unknown; stages: {list(STAGES)}")
+
+
+def run_stage(cfg, stage: str, shard: str = "0/1", progress: bool = True, redo: bool = False) -> dict:
+    """Run one stage over its (shard of) items; returns {"done", "skipped", "kept", "rejected", "errors"}."""
+    import av
+    av.logging.set_level(None)  # FFmpeg's per-file chatter (faults go to the ledger instead)
+    root = Path(cfg.data.root)
+    entries = _entries(cfg)
+    items, fn = _work(cfg, stage, root, entries)
+    todo = ledger.shard(items, shard)
+    name_of = (lambda x: x.name) if stage == "probe" else (lambda x: x["name"])
+    counts = Counter()
+    for item in tqdm(todo, desc=f"prep {stage}", unit="item", disable=not progress):
+        name = name_of(item)
+        if not redo and ledger.is_done(root, stage, name):
+            counts["skipped"] += 1
+            continue
+        try:
+            record = fn(item)
+        except (DataError, ValueError, OSError) as error:  # one bad item never stops the set
+            record = ledger.rejected(name, "error", f"{type(error).__name__}: {error}",
+                                     trace=traceback.format_exc(limit=3))
+            counts["errors"] += 1
+        ledger.write_record(root, stage, record)
+        counts["done"] += 1
+    keep, drop = ledger.collect(root, stage)
+    return {"stage": stage, **counts, "kept": len(keep), "rejected": len(drop)}
+
+
+def inspect(cfg) -> str:
+    """Clips per bucket and split, seconds kept, rejects by reason and prompt sources, as text."""
+    root = Path(cfg.data.root)
+    lines = [f"prep root: {root}"]
+    for stage, counts in ledger.reason_counts(root, STAGES).items():
+        if counts:
+            lines.append(f"  {stage:9s} rejects: " + ", ".join(f"{r} {n}" for r, n in counts.most_common()))
+    final = next((s for s in reversed(STAGES) if (root / f"{s}.jsonl").is_file()), None)
+    if final is None:
+        return "\n".join(lines + ["  nothing prepared yet: run `main.py prep --stage probe`"])
+    rows = _clips(root, final, "inspect") if final == "segment" else ledger.read_kept(root, final, "inspect")
+    if final == "probe":
+        seconds = sum(r["usable_duration"] for r in rows)
+        return "\n".join(lines + [f"  probe: {len(rows)} videos kept, {seconds:.1f} s usable; run --stage segment"])
+    buckets = Counter((r["split"], r["height"], r["width"], r["frames"]) for r in rows)
+    seconds = sum(r["end"] - r["start"] for r in rows)
+    lines.append(f"  after {final}: {len(rows)} clips, {seconds:.1f} s")
+    for (split, h, w, f), n in sorted(buckets.items()):
+        lines.append(f"    {split:5s} {h}x{w} x {f} frames: {n} clips")
+    sources = Counter(r.get("prompt_source") for r in rows if r.get("prompt_source"))
+    if sources:
+        lines.append("  prompts: " + ", ".join(f"{s} {n}" for s, n in sources.most_common()))
+    return "\n".join(lines)
+
+
+def cmd_prep(cfg, args) -> int:
+    if args.inspect:
+        print(inspect(cfg))
+        return 0
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        summary = run_stage(cfg, stage, args.shard, progress=not args.quiet, redo=args.redo)
+        print(json.dumps(summary))
+    return 0

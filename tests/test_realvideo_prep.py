@@ -1,0 +1,167 @@
+"""Issue 16: manifest, importers, `data export` and `main.py prep` (probe / segment / analyse / filter / annotate)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.errors import DataError
+from configs.loader import load_config
+from realvideo import ledger
+from realvideo.annotate import cut_prompt, speech_prompt
+from realvideo.manifest import import_diffsynth, import_videox, read_manifest, write_manifest
+from realvideo.segment import bucket_size, clip_frames, plan_clips
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = {"version": 1, "base": "A man talks.", "phases": [{"start": 0.5, "end": 2.0, "text": "waves"},
+                                                          {"start": 5.0, "end": 7.0, "text": "nods"}]}
+
+
+def _write(path, lines):
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def test_manifest_reads_resolves_and_round_trips(tmp_path):
+    m = _write(tmp_path / "m.jsonl", ["# comment", {"video": "v/a.mp4", "prompt": PROMPT, "speaker": "s1"}, "",
+                                     {"video": "/abs/b.mp4", "name": "bee", "split": "val", "caption": "x",
+                                      "segments": [[0, 4], [5, 9.5]]}])
+    a, b = read_manifest(m)
+    assert a.name == "a" and a.video == str(tmp_path / "v/a.mp4") and a.line == 2 and a.prompt["phases"][1]["text"] == "nods"
+    assert b.name == "bee" and b.split == "val" and b.segments == ((0.0, 4.0), (5.0, 9.5)) and b.video == "/abs/b.mp4"
+    out = write_manifest(tmp_path / "copy.jsonl", [a, b])
+    assert json.loads(out.read_text().splitlines()[0])["video"] == "v/a.mp4"  # relative again
+    assert read_manifest(out) == [a.__class__(**{**a.__dict__, "line": 1}), b.__class__(**{**b.__dict__, "line": 2})]
+
+
+@pytest.mark.parametrize("line, fault", [
+    ("{not json", "invalid JSON"),
+    ({"video": "a.mp4", "vidoe": 1}, "unknown field(s) ['vidoe']"),
+    ({"name": "x"}, "missing required field 'video'"),
+    ({"video": "a.mp4", "split": "dev"}, "split must be one of"),
+    ({"video": "a.mp4", "segments": [[3, 2]]}, "segment 1 must be [start, end]"),
+    ({"video": "a.mp4", "segments": [[0, 4], [3, 6]]}, "overlaps"),
+    ({"video": "a.mp4", "prompt": {"version": 1, "base": "b", "phases": [{"start": 2, "end": 1, "text": "t"}]}},
+     "bad prompt"),
+    ({"video": "a b/../c d.mp4"}, "name 'c d'"),
+])
+def test_a_bad_line_is_one_error_naming_file_and_line(tmp_path, line, fault):
+    m = _write(tmp_path / "m.jsonl", [{"video": "ok.mp4"}, line])
+    with pytest.raises(DataError) as err:
+        read_manifest(m)
+    assert str(err.value).startswith(f"{m} line 2:") and fault in str(err.value)
+
+
+def test_duplicate_names_are_refused(tmp_path):
+    m = _write(tmp_path / "m.jsonl", [{"video": "x/a.mp4"}, {"video": "y/a.mp4"}])
+    with pytest.raises(DataError, match="line 2: name 'a' is already used on line 1"):
+        read_manifest(m)
+
+
+def test_importers_for_diffsynth_and_videox(tmp_path):
+    (tmp_path / "metadata.csv").write_text("video,prompt,input_audio\nclips/a.mp4,A woman speaks.,a.wav\n"
+                                           "clips/b.mp4,,\n")
+    a, b = import_diffsynth(tmp_path / "metadata.csv")
+    assert (a.caption, a.audio, b.caption, b.audio) == ("A woman speaks.", str(tmp_path / "a.wav"), None, None)
+    (tmp_path / "metadata.json").write_text(json.dumps([
+        {"file_path": "v/c.mp4", "text": "A man.", "type": "video", "audio_path": "c.wav"},
+        {"file_path": "i/d.png", "text": "img", "type": "image"}]))
+    entries, images = import_videox(tmp_path / "metadata.json")
+    assert images == 1 and [e.name for e in entries] == ["c"] and entries[0].audio == str(tmp_path / "c.wav")
+    (tmp_path / "bad.csv").write_text("file,text\nx.mp4,y\n")
+    with pytest.raises(DataError, match="needs a 'video' column"):
+        import_diffsynth(tmp_path / "bad.csv")
+
+
+def test_clip_geometry_and_plan():
+    assert clip_frames(4.0, 25) == 97 and clip_frames(5.0, 24) == 117 and clip_frames(1.0, 25) == 25
+    assert bucket_size(48, 64, 64, 32) == (64, 64) and bucket_size(720, 1280, 512, 32) == (288, 512)  # 16:9 exactly
+    h, w = bucket_size(1280, 720, 512, 32)
+    assert h % 32 == 0 and w % 32 == 0 and h * w <= 512 * 512 and h > w
+    starts, short = plan_clips([(0.0, 9.0), (9.0, 10.0)], usable=9.5, seconds=3.88)
+    assert starts == pytest.approx([0.0, 3.88]) and short == [(9.0, 9.5)]
+
+
+def test_cut_prompt_moves_phases_to_clip_time():
+    cut = cut_prompt(PROMPT, 1.0, 4.88, min_phase=0.2)
+    assert cut["duration"] == pytest.approx(3.88) and cut["phases"] == [{"start": 0.0, "end": 1.0, "text": "waves"}]
+    assert cut_prompt(PROMPT, 2.5, 4.9, 0.2) is None  # no phase inside
+    assert cut_prompt(PROMPT, 1.85, 5.73, 0.2)["phases"] == [{"start": 3.15, "end": 3.88, "text": "nods"}]
+
+
+def test_speech_prompt_covers_the_clip_without_gaps():
+    p = speech_prompt("A man.", [(0.05, 1.0), (1.1, 2.0), (2.8, 3.5)], 3.88, 0.2)
+    spans = [(q["start"], q["end"], q["text"]) for q in p["phases"]]
+    assert spans == [(0.0, 2.0, "speaks"), (2.0, 2.8, "pauses"), (2.8, 3.5, "speaks"),
+                     (3.5, 3.88, "pauses")]
+    assert speech_prompt("A.", [], 3.88, 0.2)["phases"] == [{"start": 0.0, "end": 3.88, "text": "stays silent"}]
+    many = speech_prompt("A.", [(0.4 * i + 0.3, 0.4 * i + 0.5) for i in range(9)], 3.88, 0.1)
+    assert len(many["phases"]) <= 8 and many["phases"][-1]["end"] == 3.88
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """SynthAvatar exported with the odd files, then every prep stage run in two shards."""
+    from realvideo.export import export_synthavatar
+    from realvideo.prep import STAGES, run_stage
+
+    tmp = tmp_path_factory.mktemp("real")
+    cfg = load_config(["smoke"], [f"data.manifest={tmp / 'export/manifest.jsonl'}", f"data.root={tmp / 'prep'}"])
+    export_synthavatar(cfg.data, tmp / "export", ("train", "val"), max_clips=2, odd=True, progress=False)
+    summaries = {}
+    for stage in STAGES:
+        run_stage(cfg, stage, "1/2", progress=False)
+        summaries[stage] = run_stage(cfg, stage, "0/2", progress=False)
+    return cfg, tmp, summaries
+
+
+def test_every_odd_file_ends_in_the_ledger_with_its_reason(prepared):
+    cfg, tmp, _ = prepared
+    expected = json.loads((tmp / "export/expected.json").read_text())
+    got = {r["name"]: (None if r["kept"] else r["reason"]) for r in ledger.records(cfg.data.root, "probe")}
+    assert got == expected
+    counts = ledger.reason_counts(cfg.data.root, ["probe"])["probe"]
+    assert sum(counts.values()) == sum(v is not None for v in expected.values())
+
+
+def test_segment_makes_exact_clips(prepared):
+    from common.audio_io import load_audio
+    from common.video_io import read_video
+
+    cfg, tmp, _ = prepared
+    seg = {r["name"]: r for r in ledger.records(cfg.data.root, "segment")}
+    assert len(seg["odd_two_scenes"]["clips"]) == 2 and seg["odd_two_scenes"]["scenes"][1][0] == pytest.approx(4.0)
+    fps30 = seg["odd_fps30"]["clips"][0]
+    assert fps30["source_frames"] == [0, 115]  # 30 -> 25 fps: frame k shows source frame floor(k * 30 / 25)
+    clip = read_video(Path(cfg.data.root) / "clips" / f"{fps30['clip']}.mp4", sample_rate=None)
+    assert clip.frames.shape == (97, 64, 64, 3) and clip.fps == 25
+    wave = load_audio(Path(cfg.data.root) / "clips" / f"{fps30['clip']}.wav", 16000)
+    assert wave.size == round(97 / 25 * 16000)
+    # the clip's frames are the source's (H.264 twice: a loose bound)
+    source = read_video(tmp / "export/videos/train_00000.mp4", sample_rate=None).frames
+    first = read_video(Path(cfg.data.root) / "clips" / "train_00000__0000.mp4", sample_rate=None).frames
+    assert np.abs(first.astype(int) - source[:97].astype(int)).mean() < 4
+
+
+def test_stages_resume_and_annotate_in_clip_time(prepared):
+    from realvideo.prep import inspect, run_stage
+
+    cfg, _, summaries = prepared
+    assert summaries["annotate"]["kept"] == 9 and summaries["annotate"]["rejected"] == 0
+    again = run_stage(cfg, "segment", progress=False)
+    assert again.get("done", 0) == 0 and again["skipped"] == summaries["segment"]["kept"]
+    notes = {r["name"]: r for r in ledger.records(cfg.data.root, "annotate")}
+    second = notes["odd_two_scenes__0001"]  # the second scene's phases, shifted back to clip time
+    assert second["prompt_source"] == "manifest" and second["prompt"]["duration"] == pytest.approx(3.88)
+    assert 0 <= second["prompt"]["phases"][0]["start"] < 3.88 and all(
+        p["end"] <= 3.88 + 1e-6 for p in second["prompt"]["phases"])
+    text = inspect(cfg)
+    assert "train 64x64 x 97 frames: 7 clips" in text and "missing_file 1" in text and "rotated 1" in text
+
+
+def test_prep_without_a_manifest_is_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "main.py", "prep", "-e", "smoke", f"data.root={tmp_path}"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "data.manifest" in run.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from datamodules.samplers import StepSampler
+from datamodules.samplers import BucketStepSampler, StepSampler
 from datamodules.sources import SPLITS, DataSource
 
 
@@ -38,6 +38,12 @@ class ClipDataModule(L.LightningDataModule):
         if not self.train_steps:
             return self._loader("train", True)
         trainer = self.trainer
+        buckets = getattr(self.datasets["train"], "buckets", None)  # clips of several sizes (real video)
+        if buckets is not None and len(set(buckets)) > 1:
+            batches = BucketStepSampler(buckets, self.batch_size, self.train_steps, self.seed, trainer.global_rank,
+                                        trainer.world_size, start_step=lambda: trainer.global_step)
+            return DataLoader(self.datasets["train"], batch_sampler=batches, num_workers=self.workers,
+                              collate_fn=self.source.collate)
         sampler = StepSampler(len(self.datasets["train"]), self.batch_size, self.train_steps,
                               self.seed, trainer.global_rank, trainer.world_size,
                               start_step=lambda: trainer.global_step)

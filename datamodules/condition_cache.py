@@ -111,6 +111,11 @@ class CachedConditions(DataSource):
 
     def _build(self, split: str, progress: bool) -> None:
         dataset, encoder = self.source.dataset(split), self.encoder
+        buckets = getattr(dataset, "buckets", None)
+        if buckets is not None and len(set(buckets)) > 1:
+            raise DataError(f"train.condition_cache: the {split} split has clips of {len(set(buckets))} sizes "
+                            f"{sorted(set(buckets))}; the cache holds one size per split (per-bucket files are not "
+                            "built yet): prep one bucket or set train.condition_cache=''")
         latents, audio, texts = [], [], []
         step = int(self.cfg["batch_size"])
         with torch.no_grad(), tqdm(total=len(dataset), desc=f"caching {split} conditions", unit="clip",

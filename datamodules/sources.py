@@ -24,6 +24,7 @@ SPLITS = ("train", "val", "test")
 # data.kind -> "module:Class"; configs/schema.py validates data.kind against these keys.
 DATA_SOURCE_KINDS: dict[str, str] = {
     "synthavatar": "datamodules.synth_avatar:SynthAvatarSource",
+    "real": "datamodules.real_video:RealVideoSource",
 }
 
 

@@ -166,5 +166,10 @@ def segment_video(probe: dict, entry_segments, out_dir: Path, settings: dict) ->
         clips.append({"clip": clip, "start": starts[c], "end": starts[c] + seconds, "frames": num,
                       "height": size[0], "width": size[1], "source_frames": [src[0], src[-1]],
                       "repeated": int(num - len(set(src)))})
+    made = {c["start"] for c in clips}
+    rejects += [rejected(f"{name}@{s:.2f}", "too_short", f"the video's frames end before the clip at {s:.2f} s "
+                         "(the container's timestamps promised more)", source=name) for s in starts if s not in made]
+    if not clips:
+        return rejected(name, "too_short", "no clip could be decoded", rejects=rejects)
     return kept(name, split=probe["split"], fps=fps, source_fps=probe["fps"], clips=clips, rejects=rejects,
                 scenes=[[round(s, 3), round(e, 3) if math.isfinite(e) else None] for s, e in ranges])

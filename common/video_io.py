@@ -27,7 +27,7 @@ import numpy as np
 from common.atomic import atomic_write
 from common.errors import VideoError
 
-__all__ = ["VideoError", "VideoClip", "write_video", "read_video"]
+__all__ = ["VideoError", "VideoClip", "write_video", "read_video", "read_audio_track"]
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv")  # anything FFmpeg demuxes; we write mp4 only
 AUDIO_CHUNK = 1024  # samples per audio frame handed to the encoder (AAC frame size)
@@ -231,12 +231,31 @@ def _decode(container, sample_rate: int | None) -> tuple[list[np.ndarray], np.nd
                 audio.add(frame)
     if audio is None:
         return frames, None, None
-    samples = audio.result()
+    return frames, _trimmed(audio.result(), astream, audio.rate), audio.rate
+
+
+def _trimmed(samples: np.ndarray, astream, rate: int) -> np.ndarray:
     if astream.duration is not None:
         # AAC pads its last frame to 1024 samples; trim to the muxed duration.
-        n = round(float(astream.duration * astream.time_base) * audio.rate)
-        samples = samples[:n]
-    return frames, samples, audio.rate
+        samples = samples[: round(float(astream.duration * astream.time_base) * rate)]
+    return samples
+
+
+def read_audio_track(path, sample_rate: int) -> np.ndarray:
+    """The first audio stream of a container (mp4, wav, ...) as mono float32 at ``sample_rate``, decoded
+    without touching the video: the same samples ``read_video`` returns. VideoError if there is none."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise VideoError(f"{path}: no audio stream")
+            astream = container.streams.audio[0]
+            audio = _AudioCollector(sample_rate)
+            for frame in container.decode(astream):
+                audio.add(frame)
+            return _trimmed(audio.result(), astream, audio.rate)
+    except av.FFmpegError as e:
+        raise VideoError(f"{path}: unreadable audio ({getattr(e, 'strerror', None) or e})") from e
 
 
 def _read_av(path: Path, sample_rate: int | None) -> VideoClip:

@@ -13,6 +13,7 @@ sets larger than memory; train.condition_cache removes the encoders' share of th
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from common.errors import DataError
-from datamodules.sources import DataSource
+from datamodules.sources import DataSource, phase_table
 from models.contracts import ClipBatch
 from models.prompt import from_json, to_brief, to_global, to_text
 
@@ -86,6 +87,11 @@ class RealVideoSource(DataSource):
         self.root = Path(data_cfg["root"])
         self._rows: list[dict] | None = None
 
+    @functools.cached_property
+    def vocabulary(self) -> dict[str, int]:
+        """This dataset's action ids (every phase action of every prepared clip), computed once."""
+        return action_vocabulary(self.rows())
+
     def rows(self) -> list[dict]:
         if self._rows is None:
             self._rows = _rows(self.root)
@@ -104,19 +110,7 @@ class RealVideoSource(DataSource):
         if len(shapes) > 1:
             raise DataError(f"a batch mixes clip sizes {sorted(shapes)}; batch real clips by bucket "
                             "(the DataModule's BucketStepSampler does) or use batch_size 1")
-        vocab = action_vocabulary(self.rows())
-        P = max(len(s["prompt"]["phases"]) for s in samples)
-        B = len(samples)
-        windows, mask = torch.zeros(B, P, 2), torch.zeros(B, P, dtype=torch.bool)
-        actions = torch.full((B, P), -1, dtype=torch.long)
-        for b, s in enumerate(samples):
-            for k, p in enumerate(s["prompt"]["phases"]):
-                windows[b, k] = torch.tensor([p["start"], p["end"]])
-                actions[b, k] = vocab.get(p.get("action"), -1)
-            mask[b, : len(s["prompt"]["phases"])] = True
-        durations = torch.tensor([s["prompt"]["duration"] for s in samples])
-        truth = {"phase_windows": windows, "phase_windows_norm": windows / durations[:, None, None],
-                 "phase_mask": mask, "phase_actions": actions}
+        truth = phase_table([s["prompt"] for s in samples], lambda name: self.vocabulary.get(name, -1))
         stack = lambda key: torch.stack([s[key] for s in samples])
         return ClipBatch(reference=stack("reference"), prompt=[s["prompt"] for s in samples], audio=stack("audio"),
                          video=stack("video"), index=torch.tensor([s["index"] for s in samples]), ground_truth=truth)

@@ -15,6 +15,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+import torch
 from torch.utils.data import Dataset
 
 from common.errors import ConfigError
@@ -65,6 +66,24 @@ class DataSource(ABC):
         if unknown:
             raise ConfigError(f"{key}: region(s) {unknown} are not provided by data.kind={self.kind!r} "
                               f"(it provides {list(self.region_names) or 'no region masks'})")
+
+
+def phase_table(prompts: Sequence[dict], action_id) -> dict[str, torch.Tensor]:
+    """The phases of B prompts (JSON form) as ground-truth tensors, padded to the longest prompt:
+    phase_windows (B, P, 2) seconds, phase_windows_norm (over each prompt's duration), phase_mask (B, P) of
+    the real phases, phase_actions (B, P) = action_id(phase["action"]) (-1 for phases without one)."""
+    P = max(len(p["phases"]) for p in prompts)
+    B = len(prompts)
+    windows, mask = torch.zeros(B, P, 2), torch.zeros(B, P, dtype=torch.bool)
+    actions = torch.full((B, P), -1, dtype=torch.long)
+    for b, prompt in enumerate(prompts):
+        for k, p in enumerate(prompt["phases"]):
+            windows[b, k] = torch.tensor([p["start"], p["end"]])
+            actions[b, k] = action_id(p["action"]) if p.get("action") else -1
+        mask[b, : len(prompt["phases"])] = True
+    durations = torch.tensor([p.get("duration") or 1.0 for p in prompts])
+    return {"phase_windows": windows, "phase_windows_norm": windows / durations[:, None, None],
+            "phase_mask": mask, "phase_actions": actions}
 
 
 def build_data_source(data_cfg) -> DataSource:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.sources import DataSource
+from datamodules.sources import DataSource, phase_table
 from models.contracts import ClipBatch
 from synthavatar.actions import ACTION_LABEL
 from synthavatar.dataset import CACHE_VERSION, clip_paths, ensure_split, gen_settings, load_clip
@@ -50,20 +50,9 @@ def collate(samples: list[dict]) -> ClipBatch:
     """Stack tensors; pad phases to the longest prompt in the batch (phase_mask marks real ones)."""
     stack = lambda key: torch.stack([s[key] for s in samples])
     truth = {k: torch.stack([s["gt"][k] for s in samples]) for k in samples[0]["gt"]}
-    P = max(len(s["prompt"]["phases"]) for s in samples)
-    B = len(samples)
-    windows, mask = torch.zeros(B, P, 2), torch.zeros(B, P, dtype=torch.bool)
-    actions, texts = torch.full((B, P), -1, dtype=torch.long), []
-    for b, s in enumerate(samples):
-        phases = s["prompt"]["phases"]
-        for k, p in enumerate(phases):
-            windows[b, k] = torch.tensor([p["start"], p["end"]])
-            actions[b, k] = ACTION_LABEL[p["action"]] if p.get("action") else -1
-        mask[b, : len(phases)] = True
-        texts.append([p["text"] for p in phases] + [""] * (P - len(phases)))
-    durations = torch.tensor([s["prompt"].get("duration") or 1.0 for s in samples])
-    truth.update(phase_windows=windows, phase_windows_norm=windows / durations[:, None, None],
-                 phase_mask=mask, phase_actions=actions)
+    truth.update(phase_table([s["prompt"] for s in samples], ACTION_LABEL.__getitem__))
+    P = truth["phase_mask"].shape[1]
+    texts = [[p["text"] for p in s["prompt"]["phases"]] + [""] * (P - len(s["prompt"]["phases"])) for s in samples]
     truth["phase_texts"] = texts
     return ClipBatch(reference=stack("reference"), prompt=[s["prompt"] for s in samples], audio=stack("audio"),
                      video=stack("video"), region_masks=stack("masks"), region_names=REGIONS,

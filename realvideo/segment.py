@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from common.audio_io import save_wav
-from common.video_io import write_video
+from common.video_io import read_audio_track, write_video
 from realvideo.ledger import kept, rejected
 
 
@@ -93,23 +93,23 @@ def _resize_crop(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + w, top + h)))
 
 
-def _decode_audio(path: str, sample_rate: int) -> np.ndarray:
-    """Mono float32 at sample_rate (PyAV resampler), the whole track."""
-    resampler = av.AudioResampler(format="fltp", layout="mono", rate=sample_rate)
-    chunks = []
-    with av.open(path) as container:
-        for frame in container.decode(container.streams.audio[0]):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray()[0])
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray()[0])
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-
-
 def _clip_frames_from(path: str, starts: list[float], num: int, fps: float, size):
     """Yield (clip index, frames (T, h, w, 3) uint8, source indices) for clips starting at `starts`."""
     targets = [(c, k, s + k / fps) for c, s in enumerate(starts) for k in range(num)]
     pos, buf, src = 0, [], []
+
+    def hold(frame, index, until):
+        """The held frame fills every target time before `until` (sample and hold); full clips come out."""
+        nonlocal pos, buf, src
+        while pos < len(targets) and targets[pos][2] < until - 1e-9:
+            c, k, _ = targets[pos]
+            buf.append(frame)
+            src.append(index)
+            pos += 1
+            if k == num - 1:
+                yield c, np.stack(buf), src
+                buf, src = [], []
+
     with av.open(path) as container:
         stream = container.streams.video[0]
         prev, prev_index, t0, t = None, -1, None, 0.0
@@ -117,26 +117,13 @@ def _clip_frames_from(path: str, starts: list[float], num: int, fps: float, size
             t = float(frame.pts * stream.time_base) if frame.pts is not None else index / fps
             t0 = t if t0 is None else t0
             t -= t0  # times relative to the first frame, as the probe measured them
-            while prev is not None and pos < len(targets) and targets[pos][2] < t - 1e-9:
-                # the previous frame is on screen at this target time (sample and hold)
-                c, k, _ = targets[pos]
-                buf.append(prev)
-                src.append(prev_index)
-                pos += 1
-                if k == num - 1:
-                    yield c, np.stack(buf), src
-                    buf, src = [], []
+            if prev is not None:  # the previous frame is on screen until this one starts
+                yield from hold(prev, prev_index, t)
             if pos >= len(targets):
                 return
             prev, prev_index = _resize_crop(frame.to_ndarray(format="rgb24"), size), index
-        while prev is not None and pos < len(targets) and targets[pos][2] < t + 1.0 / fps - 1e-9:
-            c, k, _ = targets[pos]  # the last frame holds for one interval
-            buf.append(prev)
-            src.append(prev_index)
-            pos += 1
-            if k == num - 1:
-                yield c, np.stack(buf), src
-                buf, src = [], []
+        if prev is not None:  # the last frame holds for one interval
+            yield from hold(prev, prev_index, t + 1.0 / fps)
 
 
 def segment_video(probe: dict, entry_segments, out_dir: Path, settings: dict) -> dict:
@@ -154,7 +141,7 @@ def segment_video(probe: dict, entry_segments, out_dir: Path, settings: dict) ->
         return rejected(name, "no_clip_fits", f"no scene or segment of at least {seconds:.2f} s "
                         f"(ranges: {[(round(s, 2), round(e, 2)) for s, e in ranges]})", rejects=rejects)
     size = bucket_size(probe["height"], probe["width"], settings["resolution"], settings["size_multiple"])
-    audio = _decode_audio(probe["audio"] or path, rate)
+    audio = read_audio_track(probe["audio"] or path, rate)
     clips = []
     for c, frames, src in _clip_frames_from(path, starts, num, fps, size):
         clip = f"{name}__{c:04d}"

@@ -31,6 +31,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from realvideo.prep import STAGES as PREP_STAGES  # light: the stage names for --stage
+
 SPLITS = ("train", "val", "test")
 
 
@@ -59,7 +61,15 @@ def run_data(cfg, args) -> int:
 def run_prep(cfg, args) -> int:
     from realvideo.prep import cmd_prep
 
-    return cmd_prep(cfg, args)
+    code = cmd_prep(cfg, args)
+    wants_cache = args.stage == "cache" or (args.stage == "all" and cfg.data.kind == "real"
+                                            and bool(cfg.train.condition_cache))
+    if code == 0 and wants_cache and not args.inspect:
+        import json
+
+        from system.condition_cache import fill_condition_cache  # builds the encoders, as fit does
+        print(json.dumps(fill_condition_cache(cfg, progress=not args.quiet)))
+    return code
 
 
 def run_evaluate(cfg, args) -> int:
@@ -147,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(handler=run_data, saves_config=True)
 
     prep = commands.add_parser("prep", parents=[common],
-                               help="real videos: probe / segment / analyse / filter / annotate (data.manifest)")
-    prep.add_argument("--stage", choices=("probe", "segment", "analyse", "filter", "annotate", "all"),
+                               help="real videos: probe / segment / analyse / filter / annotate / cache (data.manifest)")
+    prep.add_argument("--stage", choices=(*PREP_STAGES, "cache", "all"),
                       default="all", help="stage to run (default: all, in order)")
     prep.add_argument("--shard", default="0/1", metavar="I/N", help="run every N-th item from I (default 0/1)")
     prep.add_argument("--redo", action="store_true", help="redo items that already have a record")

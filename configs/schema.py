@@ -128,12 +128,33 @@ class ProbeConfig:
 
 
 @dataclass
+class RealMetricsConfig:
+    """Real-video metrics (data.kind=real; evaluation/real_metrics.py): model files the user supplies."""
+
+    syncnet: str = ""  # syncnet_python state dict (syncnet_v2.model) -> Sync-C / Sync-D / offset ('' = skip)
+    arcface: str = ""  # ArcFace ONNX (e.g. insightface w600k_r50.onnx) -> CSIM ('' = skip)
+    inception: str = ""  # Inception TorchScript (StyleGAN's inception-2015-12-05.pt) -> FID ('' = skip)
+    i3d: str = ""  # I3D TorchScript (StyleGAN-V's i3d_torchscript.pt) -> FVD ('' = skip)
+    vshift: int = 15  # SyncNet: largest offset searched, frames
+    crop_scale: float = 0.4  # SyncNet face crop margin (syncnet_python's default)
+    frame_step: int = 4  # CSIM / FID: every k-th frame
+    fvd_frames: int = 16  # FVD: frames per window (windows do not overlap)
+
+    def check(self) -> list[Problem]:
+        problems = _at_least(self, 1, "vshift", "frame_step", "fvd_frames")
+        if not 0 <= self.crop_scale <= 2:
+            problems.append(("crop_scale", f"must be in [0, 2] (got {self.crop_scale})"))
+        return problems
+
+
+@dataclass
 class EvalConfig:
     """Evaluation metrics."""
 
     sync_max_offset: int = 15  # largest audio/video offset searched, in frames
     hit_fraction: float = 0.3  # share of a phase window that must show the action to count as a hit (H@S)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    real: RealMetricsConfig = field(default_factory=RealMetricsConfig)
 
     def check(self) -> list[Problem]:
         problems = _at_least(self, 0, "sync_max_offset")

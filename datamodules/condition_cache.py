@@ -10,6 +10,7 @@ The fingerprint is a hash of everything that decides the tensors: the data setti
 `data` section without loader knobs), the codec's config and fitted weights, the audio and text
 encoders' settings and weights; the file stores those parts and is refused if they differ from the
 running config (a cache copied or edited by hand), naming the file and the first differing part.
+A split of several size buckets (real video) gets one file per bucket, `train.<h>x<w>x<frames>.safetensors`.
 Trade-offs: only the train split is cached (validation and generation read the source as is); a source
 with random augmentation per read must not be cached (its clips would freeze at their first draw), which
 is why a source opts in with `cacheable = True`; the video is still read for the batch (the reference
@@ -17,6 +18,7 @@ frame, region masks and ground truth come with it), so the saving is the encoder
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import json
@@ -76,14 +78,34 @@ def _pad_text(conds: list, length: int) -> dict[str, torch.Tensor]:
 
 
 class _CachedDataset(Dataset):
-    def __init__(self, base: Dataset, tensors: dict[str, torch.Tensor]):
-        self.base, self.tensors = base, tensors
+    """The base dataset's samples, each paired with its row of the cached tensors (one group per size bucket)."""
+
+    def __init__(self, base: Dataset, groups: list[tuple[range, dict[str, torch.Tensor]]]):
+        self.base, self.groups = base, groups
+        self.starts = [g.start for g, _ in groups]
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int):
-        return self.base[index], {k: v[index] for k, v in self.tensors.items()}
+        rows, tensors = self.groups[bisect.bisect_right(self.starts, index) - 1]
+        return self.base[index], {k: v[index - rows.start] for k, v in tensors.items()}
+
+
+def bucket_groups(dataset: Dataset) -> list[tuple[tuple | None, range]]:
+    """The split's clips as runs of one size bucket: [(bucket, index range)]; one run (bucket None) for a
+    source without buckets. A bucketed source orders its clips by bucket, so each bucket is one run."""
+    buckets = getattr(dataset, "buckets", None)
+    if not buckets or len(set(buckets)) == 1:
+        return [(None, range(len(dataset)))]
+    groups, start = [], 0
+    for index in range(1, len(buckets) + 1):
+        if index == len(buckets) or buckets[index] != buckets[start]:
+            groups.append((tuple(buckets[start]), range(start, index)))
+            start = index
+    if len({b for b, _ in groups}) != len(groups):
+        raise DataError("train.condition_cache: the split's clips are not ordered by size bucket")
+    return groups
 
 
 class CachedConditions(DataSource):
@@ -99,29 +121,30 @@ class CachedConditions(DataSource):
         self.parts = fingerprint_parts(source, encoder)
         key = hashlib.sha256(json.dumps(self.parts, sort_keys=True).encode()).hexdigest()[:16]
         self.directory = Path(root) / key
-        self._tensors: dict[str, dict[str, torch.Tensor]] = {}
+        self._groups: dict[str, list] = {}
 
-    def path(self, split: str) -> Path:
-        return self.directory / f"{split}.safetensors"
+    def path(self, split: str, bucket: tuple | None = None) -> Path:
+        """The file of one split (and size bucket, for a split of several sizes)."""
+        suffix = "" if bucket is None else "." + "x".join(str(v) for v in bucket)
+        return self.directory / f"{split}{suffix}.safetensors"
 
     def prepare(self, split: str, progress: bool = True) -> None:
         self.source.prepare(split, progress)
-        if split in CACHED_SPLITS and not self.path(split).is_file():
-            self._build(split, progress)
+        if split in CACHED_SPLITS:
+            groups = bucket_groups(self.source.dataset(split))
+            missing = [(b, rows) for b, rows in groups if not self.path(split, b).is_file()]
+            with tqdm(total=sum(len(r) for _, r in missing), desc=f"caching {split} conditions", unit="clip",
+                      disable=not progress or not missing) as bar:
+                for bucket, rows in missing:
+                    self._build(split, bucket, rows, bar)
 
-    def _build(self, split: str, progress: bool) -> None:
+    def _build(self, split: str, bucket: tuple | None, rows: range, bar) -> None:
         dataset, encoder = self.source.dataset(split), self.encoder
-        buckets = getattr(dataset, "buckets", None)
-        if buckets is not None and len(set(buckets)) > 1:
-            raise DataError(f"train.condition_cache: the {split} split has clips of {len(set(buckets))} sizes "
-                            f"{sorted(set(buckets))}; the cache holds one size per split (per-bucket files are not "
-                            "built yet): prep one bucket or set train.condition_cache=''")
         latents, audio, texts = [], [], []
         step = int(self.cfg["batch_size"])
-        with torch.no_grad(), tqdm(total=len(dataset), desc=f"caching {split} conditions", unit="clip",
-                                   disable=not progress) as bar:
-            for start in range(0, len(dataset), step):
-                batch = self.source.collate([dataset[i] for i in range(start, min(start + step, len(dataset)))])
+        with torch.no_grad():
+            for start in range(rows.start, rows.stop, step):
+                batch = self.source.collate([dataset[i] for i in range(start, min(start + step, rows.stop))])
                 latents.append(encoder.encode_video(batch).cpu())  # (B, C, F, h, w)
                 if encoder.audio_encoder is not None:
                     audio.append(encoder.encode_audio(batch.audio, batch.num_frames).cpu())  # (B, T, D)
@@ -132,11 +155,13 @@ class CachedConditions(DataSource):
         if texts:
             tensors |= _pad_text(texts, max(c.text.shape[1] for c in texts))
         self.directory.mkdir(parents=True, exist_ok=True)
-        metadata = {"parts": json.dumps(self.parts, sort_keys=True), "clips": str(len(dataset))}
-        atomic_write(self.path(split), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        metadata = {"parts": json.dumps(self.parts, sort_keys=True), "clips": str(len(rows)),
+                    "first": str(rows.start)}
+        atomic_write(self.path(split, bucket), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
-    def _load(self, split: str) -> dict[str, torch.Tensor]:
-        path = self.path(split)
+    def _load_file(self, path: Path, rows: range) -> dict[str, torch.Tensor]:
+        if not path.is_file():
+            raise DataError(f"{path}: missing; the cache was not prepared for this split's clips")
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
         stored = json.loads(metadata.get("parts", "{}"))
@@ -145,18 +170,31 @@ class CachedConditions(DataSource):
             raise DataError(f"{path}: cached conditions were made with another '{differing}' than this run's "
                             f"({stored.get(differing)!r} vs {self.parts.get(differing)!r}); delete the file")
         tensors = load_file(str(path))
-        count = len(self.source.dataset(split))
-        if int(metadata.get("clips", -1)) != count or len(tensors["latents"]) != count:
-            raise DataError(f"{path}: holds {metadata.get('clips')} clips, the {split} split has {count}")
+        if (int(metadata.get("clips", -1)), int(metadata.get("first", 0))) != (len(rows), rows.start) \
+                or len(tensors["latents"]) != len(rows):
+            raise DataError(f"{path}: holds {metadata.get('clips')} clips from index {metadata.get('first', 0)}, "
+                            f"the split has {len(rows)} from {rows.start} there; delete the file")
         return tensors
+
+    def _load(self, split: str) -> list[tuple[range, dict[str, torch.Tensor]]]:
+        groups = [(rows, self._load_file(self.path(split, b), rows))
+                  for b, rows in bucket_groups(self.source.dataset(split))]
+        if "text/text" in groups[0][1]:  # one token length for every bucket: a batch may then mix files
+            length = max(t["text/text"].shape[1] for _, t in groups)
+            for _, tensors in groups:
+                for name in TEXT_FIELDS:
+                    x = tensors[f"text/{name}"]
+                    tensors[f"text/{name}"] = torch.nn.functional.pad(
+                        x, (0, 0) * (x.dim() - 2) + (0, length - x.shape[1]))
+        return groups
 
     def dataset(self, split: str) -> Dataset:
         base = self.source.dataset(split)
         if split not in CACHED_SPLITS:
             return base
-        if split not in self._tensors:
-            self._tensors[split] = self._load(split)
-        return _CachedDataset(base, self._tensors[split])
+        if split not in self._groups:
+            self._groups[split] = self._load(split)
+        return _CachedDataset(base, self._groups[split])
 
     def collate(self, samples: list) -> ClipBatch:
         if not samples or not isinstance(samples[0], tuple):  # a split that is not cached

@@ -7,7 +7,8 @@ exposes `buckets` so the DataModule's BucketStepSampler batches one bucket at a 
 exactly resumable, like StepSampler). Samples: video (T, 3, H, W) in [-1, 1], reference = frame 0, audio,
 the clip-time structured prompt; ground truth only `phase_windows` / `phase_actions` from the prompt, the
 action ids mapped through this dataset's own vocabulary (every phase `action` seen in the split, sorted;
--1 = none), never SynthAvatar's labels. No region masks yet (face parsing is not in prep).
+-1 = none), never SynthAvatar's labels. Region masks (eyes, mouth, hair, face) ride in the batch when prep
+ran a face parser on every clip (`clips/<clip>.regions.npz`, realvideo/faces.py); else the source has none.
 Trade-off: clips are decoded at each read (no in-memory cache), which is what keeps the source usable on
 sets larger than memory; train.condition_cache removes the encoders' share of that cost.
 """
@@ -40,8 +41,8 @@ def action_vocabulary(rows: list[dict]) -> dict[str, int]:
 
 
 class RealVideoDataset(Dataset):
-    def __init__(self, root: Path, rows: list[dict], sample_rate: int, fps: float):
-        self.root, self.sample_rate, self.fps = root, sample_rate, fps
+    def __init__(self, root: Path, rows: list[dict], sample_rate: int, fps: float, regions: bool = False):
+        self.root, self.sample_rate, self.fps, self.regions = root, sample_rate, fps, regions
         self.rows = sorted(rows, key=lambda r: (r["height"], r["width"], r["frames"], r["name"]))
         self.buckets = [(r["height"], r["width"], r["frames"]) for r in self.rows]
 
@@ -61,8 +62,13 @@ class RealVideoDataset(Dataset):
         row = self.rows[index]
         video = torch.from_numpy(self.frames(index)).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (T, 3, H, W)
         audio = load_audio(self.root / "clips" / f"{row['name']}.wav", self.sample_rate)
-        return {"index": index, "video": video, "reference": video[0].clone(), "audio": torch.from_numpy(audio),
-                "prompt": row["prompt"]}
+        sample = {"index": index, "video": video, "reference": video[0].clone(), "audio": torch.from_numpy(audio),
+                  "prompt": row["prompt"]}
+        if self.regions:
+            from realvideo.faces import read_regions
+            masks, _ = read_regions(self.root / "clips" / f"{row['name']}.regions.npz")  # (T, R, H, W)
+            sample["masks"] = torch.from_numpy(masks)
+        return sample
 
 
 class RealFitFrames:
@@ -79,7 +85,6 @@ class RealFitFrames:
 
 class RealVideoSource(DataSource):
     kind = "real"
-    region_names = ()
     cacheable = True  # clip i of a split is the same file on every read
 
     def __init__(self, data_cfg):
@@ -92,6 +97,12 @@ class RealVideoSource(DataSource):
         """This dataset's action ids (every phase action of every prepared clip), computed once."""
         return action_vocabulary(self.rows())
 
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """The face parser's regions when prep parsed every clip, else none."""
+        names = {tuple(r.get("regions") or ()) for r in self.rows()}
+        return next(iter(names)) if len(names) == 1 else ()
+
     def rows(self) -> list[dict]:
         if self._rows is None:
             self._rows = _rows(self.root)
@@ -103,7 +114,8 @@ class RealVideoSource(DataSource):
 
     def dataset(self, split: str) -> RealVideoDataset:
         rows = [r for r in self.rows() if r["split"] == split]
-        return RealVideoDataset(self.root, rows, int(self.cfg["sample_rate"]), float(self.cfg["fps"]))
+        return RealVideoDataset(self.root, rows, int(self.cfg["sample_rate"]), float(self.cfg["fps"]),
+                                regions=bool(self.region_names))
 
     def collate(self, samples: list[dict]) -> ClipBatch:
         shapes = {tuple(s["video"].shape) for s in samples}
@@ -112,8 +124,10 @@ class RealVideoSource(DataSource):
                             "(the DataModule's BucketStepSampler does) or use batch_size 1")
         truth = phase_table([s["prompt"] for s in samples], lambda name: self.vocabulary.get(name, -1))
         stack = lambda key: torch.stack([s[key] for s in samples])
+        masks = dict(region_masks=stack("masks"), region_names=self.region_names) if "masks" in samples[0] else {}
         return ClipBatch(reference=stack("reference"), prompt=[s["prompt"] for s in samples], audio=stack("audio"),
-                         video=stack("video"), index=torch.tensor([s["index"] for s in samples]), ground_truth=truth)
+                         video=stack("video"), index=torch.tensor([s["index"] for s in samples]), ground_truth=truth,
+                         **masks)
 
     def fit_frames(self, max_clips: int = 0, progress: bool = True) -> RealFitFrames:
         dataset = self.dataset("train")

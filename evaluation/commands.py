@@ -8,7 +8,6 @@ FVD, the probe's own held-out accuracy) and metrics.md, both atomically, and pri
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +18,8 @@ from common.video_io import VideoError, read_video
 from evaluation.evaluator import score_set, window_features
 from evaluation.probe_train import get_probe
 from evaluation.tables import to_markdown
+from evaluation.video_files import find_videos
 from synthavatar.dataset import ensure_split, load_clip, split_size
-
-VIDEO_NAME = re.compile(r"^clip_(\d+)\.(mp4|npz|webm|mkv|mov)$")
-
-
-def find_videos(directory: Path, num_clips: int) -> list[tuple[int, Path]]:
-    """(clip index, path) for every clip_<index>.<ext> in `directory`; clear errors otherwise."""
-    if not directory.is_dir():
-        raise VideoError(f"{directory}: not a directory of videos")
-    found = []
-    for path in sorted(directory.iterdir()):
-        match = VIDEO_NAME.match(path.name)
-        if match:
-            index = int(match.group(1))
-            if index >= num_clips:
-                raise VideoError(f"{path}: clip index {index} is outside the split ({num_clips} clips)")
-            found.append((index, path))
-    if not found:
-        raise VideoError(f"{directory}: no videos named clip_<index>.mp4/.npz/.webm")
-    return found
 
 
 def _generated_items(found, clip_paths, cfg):
@@ -96,7 +77,24 @@ def write_results(result: dict, out_dir: Path) -> str:
     return table + note
 
 
+def cmd_evaluate_real(cfg, args) -> int:
+    """data.kind=real: generated videos and the ground truth in one table (evaluation/real_evaluate.py)."""
+    from evaluation.real_evaluate import evaluate_real, real_report
+
+    result = evaluate_real(cfg, args.split, None if args.ground_truth else args.videos)
+    out_dir = Path(args.out) if args.out else Path(args.run_dir)
+    text = real_report(result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1, default=float))
+    atomic_write_text(out_dir / "metrics.md", text)
+    print(text)
+    print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'metrics.md'}")
+    return 0
+
+
 def cmd_evaluate(cfg, args) -> int:
+    if cfg.data.kind == "real":
+        return cmd_evaluate_real(cfg, args)
     videos = None if args.ground_truth else args.videos
     result = evaluate(cfg, args.split, videos)
     out_dir = Path(args.out) if args.out else Path(args.run_dir)

@@ -26,6 +26,7 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "psnr": True,
     "ssim": True,
     "fvd": False,
+    "fid": False,
     "expressiveness": True,
     "abs_offset": False,
 }

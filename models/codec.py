@@ -42,6 +42,7 @@ class CodecConfig:
     kind: str = "synth"  # synth (PCA codec fitted on SynthAvatar) | wan (diffusers AutoencoderKLWan)
     path: str = ""  # wan: local directory holding the VAE's config.json + weights (or its vae/ subfolder)
     dtype: str = "float32"  # wan: weights/compute dtype (float32 | bfloat16 | float16); latents are float32
+    tile: int = 0  # wan: encode/decode in spatial tiles of this many pixels (diffusers enable_tiling; 0 = whole frame)
     cache_dir: str = "cache/codec"  # synth: fitted codecs, <cache_dir>/<hash>.safetensors + .json
     spatial_stride: int = 8  # synth: pixels per latent side (64x64 frames -> 8x8 latents)
     temporal_stride: int = 4  # synth: video frames per latent frame after the first (1, 2 or 4)
@@ -57,6 +58,8 @@ class CodecConfig:
             problems.append(("path", "kind 'wan' needs the local directory of a diffusers AutoencoderKLWan"))
         if self.dtype not in ("float32", "bfloat16", "float16"):
             problems.append(("dtype", f"must be float32, bfloat16 or float16 (got {self.dtype!r})"))
+        if self.tile and (self.tile < 64 or self.tile % 32):
+            problems.append(("tile", f"must be 0 (off) or a multiple of 32 >= 64 pixels (got {self.tile})"))
         if self.temporal_stride not in (1, 2, 4):
             problems.append(("temporal_stride", f"must be 1, 2 or 4 (got {self.temporal_stride})"))
         if self.spatial_stride not in (1, 2, 4, 8, 16, 32):

@@ -22,7 +22,7 @@ def build_codec(cfg: CodecConfig, frames: FitFrames | None = None, progress: boo
         raise ValueError("; ".join(f"codec.{name}: {problem}" for name, problem in problems))
     if cfg.kind == "wan":
         from models.codec_wan import WanVAECodec  # imports diffusers: only when asked for
-        return WanVAECodec(cfg.path, dtype=getattr(torch, cfg.dtype))
+        return WanVAECodec(cfg.path, dtype=getattr(torch, cfg.dtype), tile=cfg.tile)
     if frames is None:
         raise ValueError("build_codec: kind 'synth' is fitted on training frames; pass the data source's "
                          "fit_frames(model.codec.fit_clips)")

@@ -6,6 +6,9 @@ diffusers pipeline_wan_i2v.py): take the posterior's mode (`retrieve_latents(sam
 then (z - latents_mean) / latents_std with the config's per-channel lists; decoding applies
 z * std + mean, runs the VAE and clamps to [-1, 1]. Wan2.2-TI2V-5B: z_dim 48, 4x16x16 (2x2 pixel
 patchify, then 8x), frames 4n+1 -> n+1 latents.
+codec.tile > 0 encodes and decodes in overlapping spatial tiles (diffusers' enable_tiling), which bounds
+activation memory on large real frames at the price of latents that differ slightly from whole-frame ones
+(the condition cache's fingerprint holds codec.tile, so the two are never mixed).
 Trade-off: the VAE is 705M parameters; it is frozen and, as a registered submodule, moves with `.to()`,
 but it also appears in a parent's state_dict: exclude `codec.` keys from training checkpoints.
 """
@@ -34,7 +37,7 @@ def resolve_vae_dir(path: str | Path) -> Path:
 class WanVAECodec(LatentCodec):
     """Frozen AutoencoderKLWan; latents normalised with the config's latents_mean / latents_std."""
 
-    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32):
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32, tile: int = 0):
         super().__init__()
         from diffusers import AutoencoderKLWan  # heavy import, only when a Wan codec is built
 
@@ -60,6 +63,9 @@ class WanVAECodec(LatentCodec):
         shape = (1, self.latent_channels, 1, 1, 1)
         self.register_buffer("latents_mean", torch.tensor(config.latents_mean, dtype=torch.float32).view(shape))
         self.register_buffer("latents_std", torch.tensor(config.latents_std, dtype=torch.float32).view(shape))
+        if tile:  # large frames (real video): overlapping spatial tiles, blended (a stride of 3/4 of the tile)
+            self.vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
+                                   tile_sample_stride_height=tile * 3 // 4, tile_sample_stride_width=tile * 3 // 4)
         self.freeze()
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:

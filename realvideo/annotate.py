@@ -2,16 +2,21 @@
 
 - analyse measures each clip once: speech segments from silero-vad (its PyPI package ships the weights;
   prep.vad=false falls back to an energy detector, librosa.effects.split) and the mean absolute frame
-  difference (motion, 0..1). Face parsing and pose models are not wired yet (README says so).
-- filter applies prep.min_speech_ratio / min_motion / max_motion to those numbers, so thresholds can be
-  changed and the filter rerun without decoding anything again; drops go to the ledger.
+  difference (motion, 0..1); with prep.face_parser, region masks and the face track (realvideo/faces.py);
+  with prep.pose_model, keypoints, body motion and a hands region (realvideo/pose.py);
+  with prep.syncnet, SyncNet confidence / offset and optional audio re-alignment (realvideo/lipsync.py).
+- filter applies prep.min_face_frames / min_face_size / max_sync_offset / min_sync_conf / min_speech_ratio /
+  min_motion / max_motion to them, so thresholds can be changed and the filter rerun without decoding
+  anything again; drops go to the ledger.
 - annotate gives every kept clip a structured prompt in clip time: the manifest's prompt cut to the clip's
   window (phase pieces shorter than prep.min_phase_seconds dropped, times shifted to start at 0); when no
   phase is left, or the line has only a caption (or nothing), phases come from the speech segments
   ("speaks" / "pauses") under the prompt's base, the caption, or prep.default_base. Each record says which
   (`prompt_source`), so a data set's share of template prompts is visible in `prep --inspect`.
 Trade-off: the speech template gives real talking-head clips the >= 1 phase the format needs, but it
-teaches "when to talk", not actions; action phases must come from the manifest (or, later, a local VLM).
+teaches "when to talk", not actions; action phases must come from the manifest. With prep.vlm, a local
+vision-language model describes the first frame of a clip whose line has no prompt or caption, and its
+phrases become the base block (`vlm+speech`; common/vlm.py, the enhancer's attribute model).
 """
 from __future__ import annotations
 
@@ -59,6 +64,21 @@ def analyse_clip(frames: np.ndarray, wave: np.ndarray, sample_rate: int, use_vad
 
 def filter_reason(measured: dict, prep_cfg) -> tuple[str, str] | None:
     """(reason, detail) when a clip fails a threshold, else None."""
+    if "face_frames" in measured:  # analysed with a face parser
+        if measured["face_frames"] < prep_cfg.min_face_frames:
+            return "no_face", f"a face in {measured['face_frames']:.0%} of frames < prep.min_face_frames {prep_cfg.min_face_frames}"
+        if measured["face_size"] < prep_cfg.min_face_size:
+            return "face_too_small", f"face height {measured['face_size']:.3f} of the frame < prep.min_face_size {prep_cfg.min_face_size}"
+    if "pose_motion" in measured:  # analysed with a pose model (realvideo/pose.py)
+        if prep_cfg.min_pose_motion and measured["pose_motion"] < prep_cfg.min_pose_motion:
+            return "low_body_motion", f"keypoint speed {measured['pose_motion']:.4f} < prep.min_pose_motion {prep_cfg.min_pose_motion}"
+        if prep_cfg.max_pose_motion and measured["pose_motion"] > prep_cfg.max_pose_motion:
+            return "high_body_motion", f"keypoint speed {measured['pose_motion']:.4f} > prep.max_pose_motion {prep_cfg.max_pose_motion}"
+    if "sync_offset" in measured:  # analysed with SyncNet (realvideo/lipsync.py)
+        if abs(measured["sync_offset"]) > prep_cfg.max_sync_offset:
+            return "av_offset", f"SyncNet offset {measured['sync_offset']} frames > prep.max_sync_offset {prep_cfg.max_sync_offset}"
+        if measured["sync_c"] < prep_cfg.min_sync_conf:
+            return "low_sync", f"Sync-C {measured['sync_c']:.2f} < prep.min_sync_conf {prep_cfg.min_sync_conf}"
     if measured["speech_ratio"] < prep_cfg.min_speech_ratio:
         return "low_speech", f"speech {measured['speech_ratio']:.2f} < prep.min_speech_ratio {prep_cfg.min_speech_ratio}"
     if prep_cfg.min_motion and measured["motion"] < prep_cfg.min_motion:
@@ -125,10 +145,29 @@ def speech_prompt(base: str, speech: list, duration: float, min_phase: float) ->
                              source="speech prompt", duration=duration))
 
 
-def annotate_clip(entry_prompt: dict | None, caption: str | None, clip: dict, speech: list, prep_cfg) -> dict:
+def attribute_base(attributes: list[str]) -> str | None:
+    """A local VLM's attribute phrases of the clip's first frame -> a base block (None when it gave none)."""
+    phrases = [a for a in attributes if a][:6]
+    return f"A person with {', '.join(phrases)}, talking to the camera." if phrases else None
+
+
+def annotate_clip(entry_prompt: dict | None, caption: str | None, clip: dict, speech: list, prep_cfg,
+                  attributes=None) -> dict:
     """{"prompt": JSON for the clip, "prompt_source": manifest | manifest_base+speech | caption+speech |
-    default+speech, "prompt_global": its flat rendering}."""
+    vlm+speech | default+speech, "prompt_global": its flat rendering}. `attributes`: a callable giving the
+    VLM's phrases (called only when the line has neither prompt nor caption); a failure or an empty answer
+    falls back to prep.default_base and says why in "prompt_fallback"."""
     duration = clip["end"] - clip["start"]
+    fallback = None
+    if entry_prompt is None and not caption and attributes is not None:
+        try:
+            caption = attribute_base(attributes())
+            fallback = None if caption else "the VLM gave no attribute phrases"
+        except (OSError, RuntimeError, ValueError) as error:
+            fallback = f"VLM failed: {type(error).__name__}: {error}"
+        if caption:
+            out = annotate_clip(None, caption, clip, speech, prep_cfg)
+            return out | {"prompt_source": "vlm+speech"}
     prompt, source = None, None
     if entry_prompt is not None:
         prompt = cut_prompt(entry_prompt, clip["start"], clip["end"], prep_cfg.min_phase_seconds)
@@ -137,4 +176,5 @@ def annotate_clip(entry_prompt: dict | None, caption: str | None, clip: dict, sp
         base = entry_prompt["base"] if entry_prompt is not None else (caption or prep_cfg.default_base)
         source = source or ("caption+speech" if caption else "default+speech")
         prompt = speech_prompt(base, [tuple(s) for s in speech], duration, prep_cfg.min_phase_seconds)
-    return {"prompt": prompt, "prompt_source": source, "prompt_global": to_global(from_json(prompt))}
+    out = {"prompt": prompt, "prompt_source": source, "prompt_global": to_global(from_json(prompt))}
+    return out | ({"prompt_fallback": fallback} if fallback else {})

@@ -10,7 +10,9 @@ leaves nothing half-written when a process is killed.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,6 +32,12 @@ REASONS: dict[str, str] = {
     "too_short": "shorter (after trimming to the audio) than one clip of data.duration seconds",
     "no_clip_fits": "no scene or manifest segment is long enough for one clip",
     "bad_prompt": "the manifest prompt does not fit the clip (a window outside it, or no phase left)",
+    "no_face": "the face parser found a face in fewer frames than prep.min_face_frames",
+    "face_too_small": "the median face height is below prep.min_face_size of the frame height",
+    "low_body_motion": "the pose model's keypoints move less than prep.min_pose_motion (a still body)",
+    "high_body_motion": "the keypoints move more than prep.max_pose_motion (shake, fast camera, a cut)",
+    "low_sync": "SyncNet confidence (Sync-C) below prep.min_sync_conf: lips and audio do not match",
+    "av_offset": "audio and video are further apart than prep.max_sync_offset frames (SyncNet offset)",
     "low_speech": "speech covers less of the clip than prep.min_speech_ratio",
     "too_static": "less motion than prep.min_motion",
     "too_much_motion": "more motion than prep.max_motion (camera shake, cuts the scene detector missed)",
@@ -45,8 +53,31 @@ def record_path(prep_root: str | Path, stage: str, name: str) -> Path:
     return record_dir(prep_root, stage) / f"{name}.json"
 
 
-def is_done(prep_root, stage: str, name: str) -> bool:
-    return record_path(prep_root, stage, name).is_file()
+def is_done(prep_root, stage: str, name: str, inputs: str | None = None) -> bool:
+    """A record exists (and, given `inputs`, was made from the same inputs: else the item is redone)."""
+    path = record_path(prep_root, stage, name)
+    if not path.is_file():
+        return False
+    return inputs is None or read_record(path).get("inputs") == inputs
+
+
+def fingerprint(*parts) -> str:
+    """A short hash of JSON-able parts (an item, the settings its stage reads)."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def sweep_stale(prep_root, stage: str, current: set[str]) -> int:
+    """Move records of items no longer in the stage's input (a manifest line removed, a clip dropped
+    upstream) to `<stage>.stale/`, so collect() leaves them out; returns how many."""
+    folder, moved = record_dir(prep_root, stage), 0
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.stem not in current:
+            target = Path(prep_root) / f"{stage}.stale" / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved += 1
+    return moved
 
 
 def kept(name: str, **fields) -> dict:

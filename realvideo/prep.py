@@ -6,8 +6,7 @@ filter (thresholds), annotate (structured prompts in clip time). Every item gets
 (realvideo/ledger.py); `--shard i/n` takes every n-th item, finished items are skipped, and after the
 items the stage's kept list and reject ledger are rebuilt from all records (so run `--stage X` once more
 without --shard after the shards finish). `--inspect` prints clips per bucket, seconds kept and rejects by
-reason. Not yet here (README says so): face parsing / pose in analyse, the per-clip encoder cache and the
-real-video data source (the next steps of issue 16).
+reason. The per-clip encoder cache is train.condition_cache (datamodules/condition_cache.py), filled at fit.
 Trade-off: stages are separate commands rather than one pass per video, so a threshold change reruns
 only `filter`, at the price of reading each clip once per stage that needs pixels.
 """
@@ -18,6 +17,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from common.errors import DataError
@@ -35,6 +35,47 @@ def _settings(cfg) -> dict:
             "clip_frames": clip_frames(float(d.duration), float(d.fps)), "size_multiple": int(p.size_multiple),
             "crf": int(p.crf), "scene_threshold": float(p.scene_threshold),
             "min_scene_seconds": float(p.min_scene_seconds)}
+
+
+# the prep settings each stage's output depends on (a change redoes that stage's items, not the others')
+STAGE_KEYS = {"probe": (), "segment": ("size_multiple", "crf", "scene_threshold", "min_scene_seconds"),
+              "analyse": ("vad", "face_parser", "face_parser_size", "parse_every", "pose_model", "syncnet",
+                          "realign_audio"),
+              "filter": ("min_face_frames", "min_face_size", "max_sync_offset", "min_sync_conf", "min_speech_ratio",
+                         "min_motion", "max_motion", "min_pose_motion", "max_pose_motion"),
+              "annotate": ("min_phase_seconds", "default_base", "vlm")}
+
+
+def _stage_settings(cfg, stage: str) -> dict:
+    data = _settings(cfg) if stage in ("probe", "segment", "analyse") else {}
+    return data | {k: cfg.prep[k] for k in STAGE_KEYS.get(stage, ())}
+
+
+def _item_state(item) -> dict:
+    """What an item is, for its input fingerprint: a manifest entry with its files' size and time, or the
+    upstream record (whose own `inputs` carry everything before it)."""
+    if isinstance(item, dict):
+        return item
+    files = {}
+    for path in (item.video, item.audio):
+        if path:
+            try:
+                stat = Path(path).stat()
+                files[path] = [stat.st_size, stat.st_mtime_ns]
+            except OSError:
+                files[path] = None
+    return {k: v for k, v in item.__dict__.items() if k != "line"} | {"files": files}
+
+
+def _pose(pose, frames, out: Path) -> tuple[dict, np.ndarray]:
+    """Keypoints of one clip to `out` (.pose.npz, atomically); returns what the filter reads, and them."""
+    from common.atomic import atomic_write
+    from realvideo.pose import MIN_SCORE, pose_motion
+    points = pose.keypoints(frames)  # (T, K, 3)
+    atomic_write(out, lambda tmp: np.savez_compressed(tmp, keypoints=points))
+    hands = (points[:, pose.wrists, 2] >= MIN_SCORE).any(1).mean()
+    summary = {"pose_motion": round(pose_motion(points, frames.shape[1]), 5), "hands_frames": round(float(hands), 3)}
+    return summary | pose.digest, points
 
 
 def _entries(cfg) -> dict:
@@ -66,13 +107,38 @@ def _work(cfg, stage: str, root: Path, entries: dict):
         from common.audio_io import load_audio
         from common.video_io import read_video
         from realvideo.annotate import analyse_clip
+        parser = None
+        if cfg.prep.face_parser:
+            from realvideo.faces import FaceParser
+            parser = FaceParser(cfg.prep.face_parser, cfg.prep.face_parser_size, cfg.prep.parse_every)
+        pose = None
+        if cfg.prep.pose_model:
+            from realvideo.pose import PoseEstimator, hand_masks
+            pose = PoseEstimator(cfg.prep.pose_model, cfg.prep.parse_every)
+        sync = None
+        if cfg.prep.syncnet:
+            from realvideo.lipsync import SyncCheck
+            sync = SyncCheck(cfg.prep, settings["fps"], settings["sample_rate"])
 
         def analyse(c):
             frames = read_video(root / CLIP_DIR / f"{c['name']}.mp4", sample_rate=None).frames
             wave = load_audio(root / CLIP_DIR / f"{c['name']}.wav", settings["sample_rate"])
+            measured = analyse_clip(frames, wave, settings["sample_rate"], cfg.prep.vad)
+            boxes, hands = None, None
+            if pose is not None:
+                summary, points = _pose(pose, frames, root / CLIP_DIR / f"{c['name']}.pose.npz")
+                measured |= summary
+
+                def hands(face_px, points=points):  # wrist discs 0.4 face heights wide (0.08 frames if no face)
+                    radius = 0.4 * face_px if face_px else 0.08 * frames.shape[1]
+                    return hand_masks(points, pose.wrists, frames.shape[1], frames.shape[2], radius)
+            if parser is not None:
+                faces, boxes = parser.analyse(frames, root / CLIP_DIR / f"{c['name']}.regions.npz", hands)
+                measured |= faces
+            if sync is not None:  # last: it may rewrite the wav (realign), after speech was measured
+                measured |= sync(frames, wave, boxes, root / CLIP_DIR / f"{c['name']}.wav")
             return ledger.kept(c["name"], **({k: c[k] for k in ("source", "split", "start", "end", "frames",
-                                                               "height", "width")}
-                                             | analyse_clip(frames, wave, settings["sample_rate"], cfg.prep.vad)))
+                                                               "height", "width")} | measured))
         return _clips(root, "segment", "analyse"), analyse
     if stage == "filter":
         from realvideo.annotate import filter_reason
@@ -84,18 +150,29 @@ def _work(cfg, stage: str, root: Path, entries: dict):
         return ledger.read_kept(root, "analyse", "filter"), check
     if stage == "annotate":
         from realvideo.annotate import annotate_clip
+        vlm = None
+        if cfg.prep.vlm:
+            from common.vlm import VisionLanguageAttributes
+            vlm = VisionLanguageAttributes(cfg.prep.vlm, setting="prep.vlm")
 
         def annotate(c):
             entry = entries[c["source"]]
             fields = {k: v for k, v in c.items() if k not in ("name", "kept")}
+            describe = None
+            if vlm is not None:
+                from common.video_io import read_video
+                describe = lambda: vlm(read_video(root / CLIP_DIR / f"{c['name']}.mp4", sample_rate=None).frames[0])
             return ledger.kept(c["name"], **fields, **annotate_clip(entry.prompt, entry.caption, c, c["speech"],
-                                                                    cfg.prep))
+                                                                    cfg.prep, describe))
         return ledger.read_kept(root, "filter", "annotate"), annotate
     raise DataError(f"--stage {stage!r}: unknown; stages: {list(STAGES)}")
 
 
 def run_stage(cfg, stage: str, shard: str = "0/1", progress: bool = True, redo: bool = False) -> dict:
-    """Run one stage over its (shard of) items; returns {"done", "skipped", "kept", "rejected", "errors"}."""
+    """Run one stage over its (shard of) items; returns {"done", "skipped", "kept", "rejected", "errors", "stale"}.
+    An item is skipped when its record was made from the same inputs (the item itself or its upstream record,
+    and the settings of STAGE_KEYS); else redone. Unsharded runs move records of items that left the input
+    (a manifest line removed, a clip dropped upstream) to `<stage>.stale/`."""
     import av
     av.logging.set_level(None)  # FFmpeg's per-file chatter (faults go to the ledger instead)
     root = Path(cfg.data.root)
@@ -103,10 +180,12 @@ def run_stage(cfg, stage: str, shard: str = "0/1", progress: bool = True, redo: 
     items, fn = _work(cfg, stage, root, entries)
     todo = ledger.shard(items, shard)
     name_of = (lambda x: x.name) if stage == "probe" else (lambda x: x["name"])
+    settings = _stage_settings(cfg, stage)
     counts = Counter()
     for item in tqdm(todo, desc=f"prep {stage}", unit="item", disable=not progress):
         name = name_of(item)
-        if not redo and ledger.is_done(root, stage, name):
+        inputs = ledger.fingerprint(_item_state(item), settings)
+        if not redo and ledger.is_done(root, stage, name, inputs):
             counts["skipped"] += 1
             continue
         try:
@@ -115,8 +194,10 @@ def run_stage(cfg, stage: str, shard: str = "0/1", progress: bool = True, redo: 
             record = ledger.rejected(name, "error", f"{type(error).__name__}: {error}",
                                      trace=traceback.format_exc(limit=3))
             counts["errors"] += 1
-        ledger.write_record(root, stage, record)
+        ledger.write_record(root, stage, record | {"inputs": inputs})
         counts["done"] += 1
+    if shard in ("0/1", "0/0"):  # the whole input is known: records of items no longer in it are stale
+        counts["stale"] = ledger.sweep_stale(root, stage, {name_of(x) for x in items})
     keep, drop = ledger.collect(root, stage)
     return {"stage": stage, **counts, "kept": len(keep), "rejected": len(drop)}
 
@@ -152,6 +233,6 @@ def cmd_prep(cfg, args) -> int:
         return 0
     stages = STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:
-        summary = run_stage(cfg, stage, args.shard, progress=not args.quiet, redo=args.redo)
-        print(json.dumps(summary))
+        if stage != "cache":  # the encoder cache is system/condition_cache.py's (main.py runs it after these)
+            print(json.dumps(run_stage(cfg, stage, args.shard, progress=not args.quiet, redo=args.redo)))
     return 0

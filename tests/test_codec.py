@@ -296,3 +296,17 @@ def test_wan_codec_names_a_missing_directory_or_config(tmp_path):
     (tmp_path / "empty" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLWan"}))
     with pytest.raises(CodecError, match=rf"{tmp_path / 'empty'}: cannot load AutoencoderKLWan .*no file named"):
         build_codec(CodecConfig(kind="wan", path=str(tmp_path / "empty")))  # config without weights
+
+
+def test_wan_codec_tiles_large_frames_close_to_whole_frame_encoding(wan_dir):
+    """codec.tile: diffusers' spatial tiling, for real frames too large to encode at once; close, not equal."""
+    whole = build_codec(CodecConfig(kind="wan", path=str(wan_dir)))
+    tiled = build_codec(CodecConfig(kind="wan", path=str(wan_dir), tile=64))
+    assert tiled.vae.use_tiling and not whole.vae.use_tiling
+    video = torch.rand(1, 3, 5, 96, 128, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        a, b = whole.encode(video), tiled.encode(video)
+    assert a.shape == b.shape == (1, 8, 2, 6, 8) and not torch.equal(a, b)
+    assert (a - b).abs().mean() < 0.5 * a.abs().mean()  # a random VAE blends tiles loosely; a trained one closely
+    with pytest.raises(ValueError, match="codec.tile: must be 0"):
+        build_codec(CodecConfig(kind="wan", path=str(wan_dir), tile=40))

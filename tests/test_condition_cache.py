@@ -67,3 +67,32 @@ def test_a_source_that_is_not_cacheable_is_refused(system):
 
     with pytest.raises(DataError, match="does not declare its clips deterministic"):
         CachedConditions(Augmenting(system.source.cfg), system.encoder, root / "x")
+
+
+def test_a_split_of_several_size_buckets_gets_one_file_per_bucket(system):
+    """Real video batches one bucket at a time; its cache holds one file per bucket, indexed as the split."""
+    system, root = system
+
+    class Bucketed(type(system.source)):
+        def dataset(self, split):
+            dataset = super().dataset(split)
+            dataset.buckets = [(64, 64, 29)] * 5 + [(32, 64, 29)] * (len(dataset) - 5)  # ordered by bucket
+            return dataset
+
+    source = Bucketed(system.source.cfg)
+    cached = CachedConditions(source, system.encoder, root / "bucketed")
+    cached.prepare("train", progress=False)
+    files = sorted(p.name for p in cached.directory.iterdir())
+    assert files == ["train.32x64x29.safetensors", "train.64x64x29.safetensors"]
+    dataset = cached.dataset("train")
+    plain = CachedConditions(system.source, system.encoder, root / "conditions")
+    plain.prepare("train", progress=False)
+    single = plain.dataset("train")
+    for index in (0, 4, 5, len(dataset) - 1):  # the same rows as the one-file cache, across the boundary
+        got, want = dataset[index][1], single[index][1]
+        assert torch.equal(got["latents"], want["latents"]), index
+        keep = int(want["text/text_mask"].sum())
+        assert torch.equal(got["text/text"][:keep], want["text/text"][:keep]), index
+    (cached.directory / files[0]).unlink()
+    with pytest.raises(DataError, match="train.32x64x29.safetensors: missing"):
+        CachedConditions(source, system.encoder, root / "bucketed").dataset("train")

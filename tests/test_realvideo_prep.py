@@ -106,9 +106,16 @@ def prepared(tmp_path_factory):
     """SynthAvatar exported with the odd files, then every prep stage run in two shards."""
     from realvideo.export import export_synthavatar
     from realvideo.prep import STAGES, run_stage
+    from tests.support import tiny_models
 
     tmp = tmp_path_factory.mktemp("real")
-    cfg = load_config(["smoke"], [f"data.manifest={tmp / 'export/manifest.jsonl'}", f"data.root={tmp / 'prep'}"])
+    parser = tiny_models.face_parser(tmp / "parser")  # random weights: masks of no meaning, the right format
+    sync = tiny_models.syncnet(tmp / "syncnet.model")
+    pose = tiny_models.pose_model(tmp / "pose")
+    cfg = load_config(["smoke"], [f"data.manifest={tmp / 'export/manifest.jsonl'}", f"data.root={tmp / 'prep'}",
+                                  f"prep.face_parser={parser}", "prep.face_parser_size=64", f"prep.syncnet={sync}",
+                                  f"prep.pose_model={pose}",
+                                  "prep.max_sync_offset=15", "prep.realign_audio=false"])
     export_synthavatar(cfg.data, tmp / "export", ("train", "val"), max_clips=2, odd=True, progress=False)
     summaries = {}
     for stage in STAGES:
@@ -161,10 +168,11 @@ def test_stages_resume_and_annotate_in_clip_time(prepared):
     assert "train 64x64 x 97 frames: 7 clips" in text and "missing_file 1" in text and "rotated 1" in text
 
 
-def test_prep_without_a_manifest_is_one_line(tmp_path):
-    run = subprocess.run([sys.executable, "main.py", "prep", "-e", "smoke", f"data.root={tmp_path}"], cwd=ROOT,
-                         capture_output=True, text=True)
-    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "data.manifest" in run.stderr
+def test_prep_without_a_manifest_is_one_line(tmp_path, capsys):
+    import main
+    assert main.main(["prep", "-e", "smoke", f"data.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "data.manifest" in err
 
 
 def test_bucket_sampler_batches_one_bucket_and_resumes_exactly():
@@ -181,9 +189,12 @@ def test_bucket_sampler_batches_one_bucket_and_resumes_exactly():
     assert [b for pair in zip(*ranks) for b in pair] == list(BucketStepSampler(buckets, 3, 8, seed=1))
 
 
-def test_prepared_clips_train_through_the_real_video_source(prepared, tmp_path):
-    """export -> prep -> `main.py fit` with data.kind=real: the source feeds the unchanged trainer."""
+def test_prepared_clips_train_generate_and_evaluate_through_the_real_video_source(prepared, tmp_path, capsys):
+    """export -> prep (tiny face parser + pose model + SyncNet) -> `main.py fit` with data.kind=real (region masks feeding
+    SyncDreamer's localisation loss, conditions cached) -> generate -> evaluate with random-weight metric models."""
+    import main
     from datamodules.real_video import RealVideoSource
+    from tests.support import tiny_models
 
     cfg, tmp, _ = prepared
     source = RealVideoSource(cfg.data)
@@ -193,19 +204,100 @@ def test_prepared_clips_train_through_the_real_video_source(prepared, tmp_path):
     assert batch.video.shape == (2, 97, 3, 64, 64) and batch.audio.shape == (2, round(97 / 25 * 16000))
     assert batch.ground_truth["phase_mask"].any() and (batch.ground_truth["phase_actions"] >= -1).all()
     assert torch_equal(batch.reference, batch.video[:, 0])
-    run = subprocess.run([sys.executable, "main.py", "fit", "-e", "smoke", "data.kind=real",
-                          f"data.root={cfg.data.root}", f"run.output_dir={tmp_path}", "train.max_steps=2",
-                          "train.logger.kind=csv", "train.sample_clips=0"], cwd=ROOT, capture_output=True, text=True)
+    assert batch.region_names == ("eyes", "mouth", "hair", "face", "hands")  # parser + pose: SynthAvatar's five
+    assert batch.region_masks.shape == (2, 97, 5, 64, 64) and batch.region_masks[:, :, 4].any()
+    real = ["-e", "smoke", "data.kind=real", f"data.root={cfg.data.root}", f"run.output_dir={tmp_path}",
+            f"train.condition_cache={tmp_path / 'conditions'}"]
+    assert main.main(["prep", *real, "--stage", "cache", "--quiet"]) == 0  # the encoders once, before training
+    cache = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cache["clips"] == 7 and cache["files"] == ["train.safetensors"] and cache["bytes_per_clip"] > 0
+    made = (Path(cache["directory"]) / "train.safetensors").stat().st_mtime_ns
+    run = subprocess.run([sys.executable, "main.py", "fit", *real, "train.max_steps=2", "train.logger.kind=csv",
+                          "train.sample_clips=0", "model.visual.enabled=true", "model.visual.loc_weight=0.4"],
+                         cwd=ROOT, capture_output=True, text=True)  # the default regions, hands included
     assert run.returncode == 0, run.stderr[-2000:]
     assert list((tmp_path / "smoke" / "fit").rglob("*.ckpt"))
+    assert (Path(cache["directory"]) / "train.safetensors").stat().st_mtime_ns == made  # fit used prep's cache
+    visual = ["model.visual.enabled=true"]
+    # generate and evaluate in this process (each subprocess costs ~8 s of imports)
+    assert main.main(["generate", *real, *visual, "--split", "val", "--out", str(tmp_path / "videos"),
+                      "sample.attention_plot=false"]) == 0
+    models = tiny_models.all_metric_models(tmp_path / "metric_models")
+    assert main.main(["evaluate", *real, "--split", "val", "--videos", str(tmp_path / "videos"),
+                      "--out", str(tmp_path / "eval"), *[f"eval.real.{k}={v}" for k, v in models.items()]]) == 0
+    result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    generated, truth = result["table"][str(tmp_path / "videos")], result["table"]["ground truth"]
+    for key in ("sync_c", "sync_d", "abs_offset", "csim", "psnr", "ssim", "fid", "fvd"):
+        assert key in generated, key
+    assert truth["psnr"][0] == 100.0 and truth["csim"][0] > generated["csim"][0]  # the truth is its own ceiling
+    assert result["parameters"]["models"]["syncnet"]["sha256"] and not result["parameters"]["skipped"]
+    assert "ground truth" in (tmp_path / "eval" / "metrics.md").read_text()
 
 
-def test_real_source_without_prep_is_one_line(tmp_path):
-    run = subprocess.run([sys.executable, "main.py", "fit", "-e", "smoke", "data.kind=real", f"data.root={tmp_path}",
-                          f"run.output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 2 and "annotate.jsonl: missing; run `main.py prep" in run.stderr
+def test_real_source_without_prep_is_one_line(tmp_path, capsys):
+    import main
+    assert main.main(["fit", "-e", "smoke", "data.kind=real", f"data.root={tmp_path}", f"run.output_dir={tmp_path}"]) == 2
+    assert "annotate.jsonl: missing; run `main.py prep" in capsys.readouterr().err
 
 
 def torch_equal(a, b):
     import torch
     return torch.equal(a, b)
+
+
+def test_annotate_uses_vlm_attributes_only_without_prompt_or_caption_and_records_fallbacks():
+    from realvideo.annotate import annotate_clip
+    from realvideo.config import PrepConfig
+
+    clip, speech, prep = {"start": 0.0, "end": 3.88}, [[0.5, 2.0]], PrepConfig()
+    asked = []
+
+    def vlm():
+        asked.append(1)
+        return ["short black hair", "a red shirt", ""]
+
+    out = annotate_clip(None, None, clip, speech, prep, vlm)
+    assert out["prompt_source"] == "vlm+speech" and "prompt_fallback" not in out
+    assert out["prompt"]["base"] == "A person with short black hair, a red shirt, talking to the camera."
+    assert [p["text"] for p in out["prompt"]["phases"]] == ["pauses", "speaks", "pauses"]
+    assert annotate_clip(None, "A woman talks.", clip, speech, prep, vlm)["prompt_source"] == "caption+speech"
+    assert len(asked) == 1  # a caption wins without asking the model
+
+    def broken():
+        raise RuntimeError("out of memory")
+
+    failed = annotate_clip(None, None, clip, speech, prep, broken)
+    assert failed["prompt_source"] == "default+speech" and "RuntimeError: out of memory" in failed["prompt_fallback"]
+    empty = annotate_clip(None, None, clip, speech, prep, lambda: [])
+    assert empty["prompt_fallback"] == "the VLM gave no attribute phrases"
+    assert failed["prompt"]["base"] == prep.default_base
+
+
+def test_changed_inputs_are_redone_and_removed_lines_swept(tmp_path):
+    """A record is reused only for the same inputs: a touched video redoes its items, a threshold change
+    redoes the filter alone, a line removed from the manifest leaves every stage's kept list."""
+    import os
+
+    from realvideo.export import export_synthavatar
+    from realvideo.prep import run_stage
+
+    manifest = tmp_path / "export/manifest.jsonl"
+    cfg = load_config(["smoke"], [f"data.manifest={manifest}", f"data.root={tmp_path / 'prep'}", "prep.vad=false",
+                                  "data.duration=1.2"])
+    export_synthavatar(cfg.data, tmp_path / "export", ("train",), max_clips=2, odd=False, progress=False)
+    stages = ("probe", "segment", "analyse", "filter", "annotate")
+    first = {s: run_stage(cfg, s, progress=False) for s in stages}
+    assert all(first[s].get("done") == 2 and first[s]["kept"] == 2 for s in stages)
+    cfg.prep.min_motion = 1e-6  # a filter threshold: the filter and what reads it are redone, nothing before
+    again = {s: run_stage(cfg, s, progress=False) for s in stages}
+    assert [again[s].get("done", 0) for s in stages] == [0, 0, 0, 2, 2]
+    video = tmp_path / "export/videos/train_00001.mp4"
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    touched = run_stage(cfg, "probe", progress=False)
+    assert touched.get("done") == 1 and touched["skipped"] == 1
+    lines = manifest.read_text().splitlines()
+    manifest.write_text(lines[0] + "\n")
+    swept = {s: run_stage(cfg, s, progress=False) for s in stages}
+    assert [swept[s]["stale"] for s in stages] == [1, 1, 1, 1, 1] and swept["annotate"]["kept"] == 1
+    assert (tmp_path / "prep/probe.stale/train_00001.json").is_file()
+    assert len((tmp_path / "prep/annotate.jsonl").read_text().splitlines()) == 1

@@ -20,7 +20,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not gpu" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not gpu" tests
 
 # The main job (CPU, about 11 min on 2 cores on fresh caches): generate the demo SynthAvatar set, train the demo model
 # (configs/experiment/demo.yaml), generate the held-out test clips (mp4 with audio), score them next to

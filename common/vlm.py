@@ -15,28 +15,35 @@ VLM_QUESTION = ("List the visible attributes of the person and the background in
                 "comma-separated phrases (skin, hair, clothing, background).")
 
 
-class VisionLanguageAttributes:
-    """A local image-text-to-text model (e.g. a Qwen2.5-VL / SmolVLM directory) asked for attributes."""
+class VisionLanguageModel:
+    """A local image-text-to-text model (e.g. a Qwen2.5-VL / SmolVLM directory): images + a question -> text."""
 
-    def __init__(self, path: str | Path, max_new_tokens: int = 64, setting: str = "rl.vlm_path"):
+    def __init__(self, path: str | Path, max_new_tokens: int = 64, setting: str = "rl.vlm_path",
+                 what: str = "vision-language attribute model"):
         from transformers import AutoModelForImageTextToText, AutoProcessor
-        what = "vision-language attribute model"
         directory = local_model_dir(path, what, setting)
         self.processor = load_local(directory, what, AutoProcessor.from_pretrained, "processor")
         self.model = load_local(directory, what, AutoModelForImageTextToText.from_pretrained).eval()
         self.max_new_tokens = max_new_tokens
 
-    def __call__(self, image: np.ndarray) -> list[str]:
-        """image (H, W, 3) uint8 -> attribute phrases."""
+    def ask(self, images: list[np.ndarray], question: str) -> str:
+        """uint8 (H, W, 3) images (one, or a clip's frames in order) and a question -> the greedy answer."""
         import torch
         from PIL import Image
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VLM_QUESTION}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = self.processor(text=text, images=[Image.fromarray(image)], return_tensors="pt")
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]
+        text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        inputs = self.processor(text=text, images=[Image.fromarray(i) for i in images], return_tensors="pt")
         with torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        answer = self.processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        return split_attribute_text(answer)
+        return self.processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class VisionLanguageAttributes(VisionLanguageModel):
+    """The model asked for a person's attributes in one image."""
+
+    def __call__(self, image: np.ndarray) -> list[str]:
+        """image (H, W, 3) uint8 -> attribute phrases."""
+        return split_attribute_text(self.ask([image], VLM_QUESTION))
 
 
 def split_attribute_text(answer: str) -> list[str]:

@@ -146,29 +146,59 @@ def speech_prompt(base: str, speech: list, duration: float, min_phase: float) ->
 
 
 def attribute_base(attributes: list[str]) -> str | None:
-    """A local VLM's attribute phrases of the clip's first frame -> a base block (None when it gave none)."""
+    """A local VLM's attribute phrases of the clip's first frame -> a base block in the enhancer template's
+    words ("A person with <looks> in front of <place>, ..."; the last phrase is the background, as the
+    question asks them in that order); None when it gave none."""
     phrases = [a for a in attributes if a][:6]
-    return f"A person with {', '.join(phrases)}, talking to the camera." if phrases else None
+    if not phrases:
+        return None
+    looks = ", ".join(phrases[:-1]) if len(phrases) > 1 else phrases[0]
+    place = f" in front of {phrases[-1]}" if len(phrases) > 1 else ""
+    return f"A person with {looks}{place}, talking to the camera."
+
+
+VIDEO_LLM_QUESTION = (
+    "These are {n} frames, in order, of a {duration:.2f}-second video of a person talking. Describe it as JSON: "
+    '{{"version": 1, "duration": {duration:.2f}, "base": "<who, what they look like, where>", "phases": '
+    '[{{"start": <s>, "end": <s>, "text": "<what they do then>"}}, ...]}} with 1 to 8 phases covering the video '
+    "in order, times in seconds. Answer with the JSON only.")
+
+
+def video_llm_prompt(answer: str, duration: float) -> dict:
+    """A video LLM's answer -> the clip's structured prompt (JSON form), validated by the prompt format;
+    ValueError naming the fault when it is not one."""
+    start, end = answer.find("{"), answer.rfind("}")
+    if start < 0 or end <= start:
+        raise ValueError(f"no JSON object in the answer {answer[:80]!r}")
+    prompt = from_json(answer[start:end + 1], source="video LLM answer", duration=duration)
+    return to_json(prompt)
 
 
 def annotate_clip(entry_prompt: dict | None, caption: str | None, clip: dict, speech: list, prep_cfg,
-                  attributes=None) -> dict:
-    """{"prompt": JSON for the clip, "prompt_source": manifest | manifest_base+speech | caption+speech |
-    vlm+speech | default+speech, "prompt_global": its flat rendering}. `attributes`: a callable giving the
-    VLM's phrases (called only when the line has neither prompt nor caption); a failure or an empty answer
-    falls back to prep.default_base and says why in "prompt_fallback"."""
+                  attributes=None, video_llm=None) -> dict:
+    """{"prompt": JSON for the clip, "prompt_source": manifest | video_llm | manifest_base+speech |
+    caption+speech | vlm+speech | default+speech, "prompt_global": its flat rendering}.
+    `video_llm`: a callable duration -> the video LLM's answer (asked when the line has no prompt; an answer
+    that is not a valid structured prompt falls through to the next source); `attributes`: a callable giving
+    the VLM's phrases (asked only when the line has neither prompt nor caption). Every fallback says why in
+    "prompt_fallback"."""
     duration = clip["end"] - clip["start"]
-    fallback = None
+    reasons, source = [], None  # why each model-made prompt was not used
+    if entry_prompt is None and video_llm is not None:  # phases from the video itself, when the model can
+        try:
+            prompt = video_llm_prompt(video_llm(duration), duration)
+            return {"prompt": prompt, "prompt_source": "video_llm", "prompt_global": to_global(from_json(prompt))}
+        except (OSError, RuntimeError, ValueError) as error:  # PromptFormatError is a ValueError
+            reasons.append(f"video LLM answer rejected: {type(error).__name__}: {error}")
     if entry_prompt is None and not caption and attributes is not None:
         try:
             caption = attribute_base(attributes())
-            fallback = None if caption else "the VLM gave no attribute phrases"
+            source = "vlm+speech" if caption else None
+            if not caption:
+                reasons.append("the VLM gave no attribute phrases")
         except (OSError, RuntimeError, ValueError) as error:
-            fallback = f"VLM failed: {type(error).__name__}: {error}"
-        if caption:
-            out = annotate_clip(None, caption, clip, speech, prep_cfg)
-            return out | {"prompt_source": "vlm+speech"}
-    prompt, source = None, None
+            reasons.append(f"VLM failed: {type(error).__name__}: {error}")
+    prompt = None
     if entry_prompt is not None:
         prompt = cut_prompt(entry_prompt, clip["start"], clip["end"], prep_cfg.min_phase_seconds)
         source = "manifest" if prompt is not None else "manifest_base+speech"
@@ -177,4 +207,4 @@ def annotate_clip(entry_prompt: dict | None, caption: str | None, clip: dict, sp
         source = source or ("caption+speech" if caption else "default+speech")
         prompt = speech_prompt(base, [tuple(s) for s in speech], duration, prep_cfg.min_phase_seconds)
     out = {"prompt": prompt, "prompt_source": source, "prompt_global": to_global(from_json(prompt))}
-    return out | ({"prompt_fallback": fallback} if fallback else {})
+    return out | ({"prompt_fallback": "; ".join(reasons)} if reasons else {})

@@ -33,6 +33,8 @@ class PrepConfig:
     max_sync_offset: int = 3  # filter (with syncnet): |offset| above this many frames -> av_offset
     min_sync_conf: float = 0.0  # filter (with syncnet): Sync-C below this -> low_sync (0 = off)
     min_phase_seconds: float = 0.2  # annotate: phase pieces shorter than this after cutting are dropped
+    video_llm: str = ""  # annotate: local HF image-text-to-text model asked for the clip's JSON prompt ('' = none)
+    video_llm_frames: int = 8  # annotate: frames shown to the video LLM, spread over the clip
     vlm: str = ""  # annotate: local HF vision-language model describing clips without prompt or caption ('' = none)
     default_base: str = "A person talks to the camera."  # annotate: base block when a line has no prompt or caption
 
@@ -46,7 +48,7 @@ class PrepConfig:
                      "max_sync_offset", "min_sync_conf", "min_pose_motion", "max_pose_motion"):
             if getattr(self, name) < 0:
                 problems.append((name, f"must be >= 0 (got {getattr(self, name)})"))
-        for name in ("face_parser_size", "parse_every"):
+        for name in ("face_parser_size", "parse_every", "video_llm_frames"):
             if getattr(self, name) < 1:
                 problems.append((name, f"must be >= 1 (got {getattr(self, name)})"))
         for name in ("min_speech_ratio", "min_face_frames", "min_face_size"):

@@ -43,7 +43,7 @@ STAGE_KEYS = {"probe": (), "segment": ("size_multiple", "crf", "scene_threshold"
                           "realign_audio"),
               "filter": ("min_face_frames", "min_face_size", "max_sync_offset", "min_sync_conf", "min_speech_ratio",
                          "min_motion", "max_motion", "min_pose_motion", "max_pose_motion"),
-              "annotate": ("min_phase_seconds", "default_base", "vlm")}
+              "annotate": ("min_phase_seconds", "default_base", "vlm", "video_llm", "video_llm_frames")}
 
 
 def _stage_settings(cfg, stage: str) -> dict:
@@ -149,21 +149,29 @@ def _work(cfg, stage: str, root: Path, entries: dict):
             return ledger.rejected(c["name"], *fault, **fields) if fault else ledger.kept(c["name"], **fields)
         return ledger.read_kept(root, "analyse", "filter"), check
     if stage == "annotate":
-        from realvideo.annotate import annotate_clip
-        vlm = None
+        from realvideo.annotate import VIDEO_LLM_QUESTION, annotate_clip
+        vlm = llm = None
         if cfg.prep.vlm:
             from common.vlm import VisionLanguageAttributes
             vlm = VisionLanguageAttributes(cfg.prep.vlm, setting="prep.vlm")
+        if cfg.prep.video_llm:
+            from common.vlm import VisionLanguageModel
+            llm = VisionLanguageModel(cfg.prep.video_llm, 512, "prep.video_llm", "video LLM")
 
         def annotate(c):
+            from common.video_io import read_video
             entry = entries[c["source"]]
             fields = {k: v for k, v in c.items() if k not in ("name", "kept")}
-            describe = None
-            if vlm is not None:
-                from common.video_io import read_video
-                describe = lambda: vlm(read_video(root / CLIP_DIR / f"{c['name']}.mp4", sample_rate=None).frames[0])
+            frames = lambda: read_video(root / CLIP_DIR / f"{c['name']}.mp4", sample_rate=None).frames
+            describe = (lambda: vlm(frames()[0])) if vlm is not None else None
+
+            def ask_video(duration):  # prep.video_llm_frames frames spread over the clip, in order
+                f = frames()
+                picks = np.linspace(0, len(f) - 1, cfg.prep.video_llm_frames).round().astype(int)
+                return llm.ask(list(f[picks]), VIDEO_LLM_QUESTION.format(n=len(picks), duration=duration))
             return ledger.kept(c["name"], **fields, **annotate_clip(entry.prompt, entry.caption, c, c["speech"],
-                                                                    cfg.prep, describe))
+                                                                    cfg.prep, describe,
+                                                                    ask_video if llm is not None else None))
         return ledger.read_kept(root, "filter", "annotate"), annotate
     raise DataError(f"--stage {stage!r}: unknown; stages: {list(STAGES)}")
 

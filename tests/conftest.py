@@ -25,11 +25,13 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-# Longest files first: `make test` runs `-n 2 --dist loadfile`, whose scheduler hands files to the workers in
-# collection order, so a long file collected late becomes the tail that decides the wall time (the metric
-# sanity module's probe fixture alone is ~400 s). Longest-first keeps the two workers evenly loaded.
-LONG_FIRST = ("test_metric_sanity.py", "test_gpu_suite.py", "test_training.py", "test_realvideo_prep.py",
-              "test_deepspeed.py", "test_curve.py", "test_bad_input.py")
+# Longest file first, on a worker of its own: `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`,
+# whose scheduler hands files out in collection order, two per worker at the start, then one at a time as a
+# worker frees up. The metric sanity module (~500 s, its probe fixture ~400 s) is the critical path, so it goes
+# first, the next longest second (the other worker), and two tiny files third and fourth, so the first worker
+# starts on sanity + a tiny file and the other worker takes everything else until sanity ends.
+LONG_FIRST = ("test_metric_sanity.py", "test_gpu_suite.py", "test_audio.py", "test_dataset.py", "test_training.py",
+              "test_realvideo_prep.py", "test_deepspeed.py", "test_bad_input.py", "test_curve.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -254,11 +254,11 @@ def test_annotate_uses_vlm_attributes_only_without_prompt_or_caption_and_records
 
     def vlm():
         asked.append(1)
-        return ["short black hair", "a red shirt", ""]
+        return ["short black hair", "a red shirt", "a white wall", ""]
 
     out = annotate_clip(None, None, clip, speech, prep, vlm)
     assert out["prompt_source"] == "vlm+speech" and "prompt_fallback" not in out
-    assert out["prompt"]["base"] == "A person with short black hair, a red shirt, talking to the camera."
+    assert out["prompt"]["base"] == "A person with short black hair, a red shirt in front of a white wall, talking to the camera."
     assert [p["text"] for p in out["prompt"]["phases"]] == ["pauses", "speaks", "pauses"]
     assert annotate_clip(None, "A woman talks.", clip, speech, prep, vlm)["prompt_source"] == "caption+speech"
     assert len(asked) == 1  # a caption wins without asking the model
@@ -301,3 +301,20 @@ def test_changed_inputs_are_redone_and_removed_lines_swept(tmp_path):
     assert [swept[s]["stale"] for s in stages] == [1, 1, 1, 1, 1] and swept["annotate"]["kept"] == 1
     assert (tmp_path / "prep/probe.stale/train_00001.json").is_file()
     assert len((tmp_path / "prep/annotate.jsonl").read_text().splitlines()) == 1
+
+
+def test_annotate_takes_a_video_llm_prompt_only_when_it_validates():
+    from realvideo.annotate import VIDEO_LLM_QUESTION, annotate_clip
+    from realvideo.config import PrepConfig
+
+    clip, speech, prep = {"start": 0.0, "end": 3.88}, [[0.5, 2.0]], PrepConfig()
+    good = ('Sure! {"version": 1, "duration": 3.88, "base": "A man in a grey suit.", "phases": ['
+            '{"start": 0, "end": 2.0, "text": "He waves."}, {"start": 2.0, "end": 3.88, "text": "He nods."}]}')
+    out = annotate_clip(None, "A man talks.", clip, speech, prep, video_llm=lambda duration: good)
+    assert out["prompt_source"] == "video_llm" and [p["text"] for p in out["prompt"]["phases"]] == ["He waves.", "He nods."]
+    outside = good.replace('"end": 3.88, "text": "He nods."', '"end": 9.0, "text": "He nods."')
+    bad = annotate_clip(None, "A man talks.", clip, speech, prep, video_llm=lambda duration: outside)
+    assert bad["prompt_source"] == "caption+speech" and bad["prompt_fallback"].startswith("video LLM answer rejected")
+    none = annotate_clip(None, None, clip, speech, prep, lambda: ["a hat", "a garden"], lambda d: "I cannot tell.")
+    assert none["prompt_source"] == "vlm+speech" and "no JSON object" in none["prompt_fallback"]
+    assert "3.88-second" in VIDEO_LLM_QUESTION.format(n=8, duration=3.88)

@@ -133,10 +133,32 @@ class CachedConditions(DataSource):
         if split in CACHED_SPLITS:
             groups = bucket_groups(self.source.dataset(split))
             missing = [(b, rows) for b, rows in groups if not self.path(split, b).is_file()]
+            if missing and progress:
+                for note in self.other_caches():
+                    print(note)
             with tqdm(total=sum(len(r) for _, r in missing), desc=f"caching {split} conditions", unit="clip",
                       disable=not progress or not missing) as bar:
                 for bucket, rows in missing:
                     self._build(split, bucket, rows, bar)
+
+    def other_caches(self) -> list[str]:
+        """One line per cache under the same root made with other settings, naming the first that differs
+        (so a user who expected a cache hit sees why this run builds its own instead of reusing one)."""
+        notes = []
+        for directory in sorted(self.directory.parent.iterdir()) if self.directory.parent.is_dir() else []:
+            files = sorted(directory.glob("*.safetensors")) if directory != self.directory else []
+            if not files:
+                continue
+            try:
+                with safe_open(str(files[0]), "pt") as handle:
+                    stored = json.loads((handle.metadata() or {}).get("parts", "{}"))
+            except (OSError, ValueError):
+                continue
+            differing = next((k for k in self.parts if stored.get(k) != self.parts[k]), None)
+            if differing:
+                notes.append(f"train.condition_cache: not reusing {directory} (made with another '{differing}': "
+                             f"{stored.get(differing)!r} vs {self.parts[differing]!r}); building {self.directory.name}")
+        return notes
 
     def _build(self, split: str, bucket: tuple | None, rows: range, bar) -> None:
         dataset, encoder = self.source.dataset(split), self.encoder

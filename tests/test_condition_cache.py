@@ -41,7 +41,10 @@ def test_cached_conditions_equal_the_encoders_and_ride_in_the_batch(system):
     assert CachedConditions(system.source, system.encoder, root / "conditions").directory == cached.directory
     system.source.cfg.duration, duration = 0.8, system.source.cfg.duration
     try:
-        assert CachedConditions(system.source, system.encoder, root / "conditions").directory != cached.directory
+        other = CachedConditions(system.source, system.encoder, root / "conditions")
+        assert other.directory != cached.directory
+        notes = other.other_caches()  # a user expecting a hit is told why this run builds its own
+        assert len(notes) == 1 and f"not reusing {cached.directory} (made with another 'data'" in notes[0]
     finally:
         system.source.cfg.duration = duration
 

@@ -64,6 +64,9 @@ def run_prep(cfg, args) -> int:
     code = cmd_prep(cfg, args)
     wants_cache = args.stage == "cache" or (args.stage == "all" and cfg.data.kind == "real"
                                             and bool(cfg.train.condition_cache))
+    if wants_cache and args.shard != "0/1":  # a shard sees part of annotate.jsonl; the cache needs all of it
+        print("prep: the cache stage runs unsharded; run `main.py prep --stage cache` after the shards finish")
+        wants_cache = False
     if code == 0 and wants_cache and not args.inspect:
         import json
 
@@ -201,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--weights", metavar="PATH", help="run dir, .safetensors or .ckpt (default: runs/NAME/fit); "
                           "without -e, the config.json saved beside the weights is used")
     generate.add_argument("--out", metavar="DIR", type=Path, help="output dir (default: runs/NAME/generate)")
+    generate.add_argument("--overwrite", action="store_true",
+                          help="--requests: regenerate requests whose mp4 already exists (default: skip them)")
     generate.set_defaults(handler=run_generate, saves_config=True)
 
     sweep = commands.add_parser("sweep", parents=[common], help="run an ablation sweep and write its table")

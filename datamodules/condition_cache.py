@@ -92,6 +92,16 @@ class _CachedDataset(Dataset):
         return self.base[index], {k: v[index - rows.start] for k, v in tensors.items()}
 
 
+def _rows_key(dataset: Dataset, rows: range) -> dict[str, str]:
+    """Which clips a file holds, as its metadata says it: first index, count and a hash of the clips. A source
+    that can say what each clip is (`clip_keys`, e.g. real video: name + prep's input fingerprint) gets its
+    clips' hash, so re-prepared clips are never read from an old file; a source without (SynthAvatar, whose
+    clips are a function of the config, already in the fingerprint) gets ''."""
+    keys = getattr(dataset, "clip_keys", None)
+    digest = hashlib.sha256("\n".join(keys[rows.start:rows.stop]).encode()).hexdigest()[:16] if keys else ""
+    return {"first": str(rows.start), "clips": str(len(rows)), "rows": digest}
+
+
 def bucket_groups(dataset: Dataset) -> list[tuple[tuple | None, range]]:
     """The split's clips as runs of one size bucket: [(bucket, index range)]; one run (bucket None) for a
     source without buckets. A bucketed source orders its clips by bucket, so each bucket is one run."""
@@ -132,7 +142,9 @@ class CachedConditions(DataSource):
         self.source.prepare(split, progress)
         if split in CACHED_SPLITS:
             groups = bucket_groups(self.source.dataset(split))
-            missing = [(b, rows) for b, rows in groups if not self.path(split, b).is_file()]
+            dataset = self.source.dataset(split)
+            missing = [(b, rows) for b, rows in groups
+                       if not self.path(split, b).is_file() or self._stored_rows(self.path(split, b)) != _rows_key(dataset, rows)]
             if missing and progress:
                 for note in self.other_caches():
                     print(note)
@@ -140,6 +152,15 @@ class CachedConditions(DataSource):
                       disable=not progress or not missing) as bar:
                 for bucket, rows in missing:
                     self._build(split, bucket, rows, bar)
+
+    @staticmethod
+    def _stored_rows(path: Path) -> dict | None:
+        try:
+            with safe_open(str(path), "pt") as handle:
+                metadata = handle.metadata() or {}
+        except (OSError, ValueError):
+            return None
+        return {"first": metadata.get("first", "0"), "clips": metadata.get("clips"), "rows": metadata.get("rows", "")}
 
     def other_caches(self) -> list[str]:
         """One line per cache under the same root made with other settings, naming the first that differs
@@ -177,11 +198,10 @@ class CachedConditions(DataSource):
         if texts:
             tensors |= _pad_text(texts, max(c.text.shape[1] for c in texts))
         self.directory.mkdir(parents=True, exist_ok=True)
-        metadata = {"parts": json.dumps(self.parts, sort_keys=True), "clips": str(len(rows)),
-                    "first": str(rows.start)}
+        metadata = {"parts": json.dumps(self.parts, sort_keys=True)} | _rows_key(dataset, rows)
         atomic_write(self.path(split, bucket), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
-    def _load_file(self, path: Path, rows: range) -> dict[str, torch.Tensor]:
+    def _load_file(self, path: Path, rows: range, split: str) -> dict[str, torch.Tensor]:
         if not path.is_file():
             raise DataError(f"{path}: missing; the cache was not prepared for this split's clips")
         with safe_open(str(path), "pt") as handle:
@@ -196,10 +216,13 @@ class CachedConditions(DataSource):
                 or len(tensors["latents"]) != len(rows):
             raise DataError(f"{path}: holds {metadata.get('clips')} clips from index {metadata.get('first', 0)}, "
                             f"the split has {len(rows)} from {rows.start} there; delete the file")
+        if metadata.get("rows", "") != _rows_key(self.source.dataset(split), rows)["rows"]:
+            raise DataError(f"{path}: made for other clips than the split now holds (prep changed them); "
+                            "delete the file or run `main.py prep --stage cache` again")
         return tensors
 
     def _load(self, split: str) -> list[tuple[range, dict[str, torch.Tensor]]]:
-        groups = [(rows, self._load_file(self.path(split, b), rows))
+        groups = [(rows, self._load_file(self.path(split, b), rows, split))
                   for b, rows in bucket_groups(self.source.dataset(split))]
         if "text/text" in groups[0][1]:  # one token length for every bucket: a batch may then mix files
             length = max(t["text/text"].shape[1] for _, t in groups)

@@ -45,6 +45,8 @@ class RealVideoDataset(Dataset):
         self.root, self.sample_rate, self.fps, self.regions = root, sample_rate, fps, regions
         self.rows = sorted(rows, key=lambda r: (r["height"], r["width"], r["frames"], r["name"]))
         self.buckets = [(r["height"], r["width"], r["frames"]) for r in self.rows]
+        # what each clip is, for the condition cache: its name and prep's input fingerprint (upstream included)
+        self.clip_keys = [f"{r['name']}:{r.get('inputs', '')}" for r in self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)

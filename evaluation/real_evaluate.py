@@ -4,7 +4,8 @@ prepared clips they were asked to reproduce, with models the user supplies as lo
 Per video (clip_<index>.mp4 = clip `index` of the split in the real source's order, as `generate --split`
 names them): Sync-C / Sync-D / |offset| (SyncNet, common/syncnet.py) on face crops along the clip's
 face track, CSIM (ArcFace cosine of the ground-truth first frame's face and every eval.real.frame_step-th
-generated frame's), PSNR / SSIM against the ground-truth clip (8-bit RGB, full frame). Per set: FID
+generated frame's), PSNR / SSIM against the ground-truth clip (8-bit RGB, full frame; not on the ground-truth
+row, where they are trivially 100 / 1). Per set: FID
 (Inception features of every frame_step-th frame, generated vs ground truth) and FVD (I3D features of
 non-overlapping eval.real.fvd_frames windows), through evaluation.metrics.frechet_distance. The ground
 truth itself is scored in the same table (its own row, FID / FVD not applicable), and every preprocessing
@@ -68,19 +69,22 @@ class RealMetrics:
             "psnr_ssim": "8-bit RGB, full frame, against the prepared ground-truth clip"}
 
     def clip_row(self, frames: np.ndarray, wave: np.ndarray, truth: np.ndarray, boxes: np.ndarray,
-                 reference_embedding: np.ndarray | None) -> dict:
+                 reference_embedding: np.ndarray | None, name: str = "") -> dict:
         from common import syncnet
         row = {}
         if self.syncnet is not None:
             track = syncnet.smooth_track(boxes, frames.shape[2], frames.shape[1])
             crops = syncnet.crop_faces(frames, track, self.cfg.crop_scale)
-            sync = syncnet.sync_scores(self.syncnet, crops, wave, self.cfg.vshift)
+            try:
+                sync = syncnet.sync_scores(self.syncnet, crops, wave, self.cfg.vshift)
+            except ValueError as error:
+                raise VideoError(f"{name}: {error}") from error
             row |= {"sync_c": sync["sync_c"], "sync_d": sync["sync_d"], "abs_offset": abs(sync["offset"])}
         if self.arcface is not None:
             step = self.cfg.frame_step
             embeddings = self.arcface.embed(frames[::step], boxes[::step])
             row["csim"] = float(np.mean(embeddings @ reference_embedding))
-        if truth.shape == frames.shape:
+        if truth is not frames and truth.shape == frames.shape:  # not on the ground truth itself (100 / 1)
             row |= {"psnr": metrics.psnr(frames, truth), "ssim": metrics.ssim(frames, truth)}
         return row
 
@@ -100,15 +104,15 @@ def _clip_boxes(root: Path, name: str, frames: int) -> np.ndarray:
     path = root / "clips" / f"{name}.regions.npz"
     if not path.is_file():  # no face parser in prep: the whole frame is the "face"
         return np.full((frames, 4), np.nan, np.float32)
-    from realvideo.faces import read_regions
-    return read_regions(path)[1]
+    from realvideo.faces import read_boxes
+    return read_boxes(path)  # the track only: the masks would be T x R x H x W booleans
 
 
 def _score(models: RealMetrics, items, bar) -> tuple[list[dict], dict]:
     rows, feats = [], {}
     for name, frames, wave, truth, boxes in items:
         ref = models.arcface.embed(truth[:1], boxes[:1])[0] if models.arcface is not None else None
-        rows.append({"clip": name} | models.clip_row(frames, wave, truth, boxes, ref))
+        rows.append({"clip": name} | models.clip_row(frames, wave, truth, boxes, ref, name))
         for key, f in models.set_features(frames).items():
             feats.setdefault(key, []).append(f)
         bar.update()

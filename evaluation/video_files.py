@@ -23,6 +23,9 @@ def find_videos(directory: Path, num_clips: int) -> list[tuple[int, Path]]:
             index = int(match.group(1))
             if index >= num_clips:
                 raise VideoError(f"{path}: clip index {index} is outside the split ({num_clips} clips)")
+            twin = next((p for i, p in found if i == index), None)
+            if twin is not None:  # clip_3.mp4 and clip_00003.npz: one clip scored twice would skew the set metrics
+                raise VideoError(f"{path}: clip index {index} again (also {twin.name}); keep one video per clip")
             found.append((index, path))
     if not found:
         raise VideoError(f"{directory}: no videos named clip_<index>.mp4/.npz/.webm")

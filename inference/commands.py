@@ -6,7 +6,9 @@ Three sources of requests (one per call):
     --split {train,val,test}                     a SynthAvatar split (default: test when nothing is given),
                                                  the first sample.num_clips clips (0 = all); clip_<index>.mp4,
                                                  scored directly by `main.py evaluate --videos DIR`
-Output: --out DIR, default runs/<run.name>/generate/. Optional outputs (sample.side_by_side,
+Output: --out DIR, default runs/<run.name>/generate/. A --requests batch keeps going past a request that
+fails at generation time and writes results.jsonl (written / skipped / failed + reason per request; exit
+status 1 if any failed); a rerun skips requests whose mp4 exists (--overwrite redoes them). Optional outputs (sample.side_by_side,
 sample.attention_plot) are described in inference/outputs.py. Weights: --weights (run dir, .safetensors or
 .ckpt), default runs/<run.name>/fit. Inputs and weights are checked before the model is built, so a bad
 request line or a missing weights file fails in seconds with one line naming the file (exit status 2).
@@ -39,8 +41,19 @@ def _mode(args) -> str:
     return "split"
 
 
-def generate_requests(generator, requests, out_dir: Path, progress: bool = True) -> list[Path]:
-    """Generate `requests` (inference/requests.py) into out_dir; returns the mp4 paths."""
+GENERATION_FAULTS = (RuntimeError, ValueError, OSError)  # out of memory, a bad tensor, a full disk: per request
+
+
+def generate_requests(generator, requests, out_dir: Path, progress: bool = True, overwrite: bool = False) -> list[Path]:
+    """Generate `requests` (inference/requests.py) into out_dir; returns the mp4 paths written.
+
+    A batch keeps going past a request that fails at generation time: a failed batch is retried one request
+    at a time, and each outcome (written / skipped / failed with the reason) is a line of
+    out_dir/results.jsonl (rewritten atomically after every batch). A rerun skips requests whose
+    <name>.mp4 already exists (overwrite=True redoes them)."""
+    import json
+
+    from common.atomic import atomic_write_text
     from common.errors import AudioError
     from inference.outputs import ClipWriter
     from inference.requests import batches
@@ -55,15 +68,51 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True)
                              f"{codec.num_video_frames(2) / generator.cfg.data.fps:.2f} s)")
     if s.side_by_side:
         print("generate: sample.side_by_side needs ground truth; only --split writes side-by-side videos")
+    results = {r.name: {"name": r.name, "status": "skipped", "path": str(out_dir / f"{r.name}.mp4")}
+               for r in requests if not overwrite and (out_dir / f"{r.name}.mp4").is_file()}
+    todo = [r for r in requests if r.name not in results]
+    seed_of = {r.name: s.seed * 100_003 + i for i, r in enumerate(requests)}  # seeds do not shift on a rerun
     writer = ClipWriter(generator, out_dir, side_by_side=False, attention_plot=s.attention_plot)
     written = []
-    with tqdm(total=len(requests), desc="generating requests", unit="clip", disable=not progress) as bar:
-        for positions, batch in batches(requests, s.batch_size):
-            group = [requests[i] for i in positions]
-            written += writer.write_batch([r.name for r in group], batch, group[0].num_frames,
-                                          [s.seed * 100_003 + i for i in positions])
+
+    def record():
+        lines = [json.dumps(results[r.name]) for r in requests if r.name in results]
+        atomic_write_text(out_dir / "results.jsonl", "\n".join(lines) + "\n")
+
+    def run(group, batch):
+        paths = writer.write_batch([r.name for r in group], batch, group[0].num_frames, [seed_of[r.name] for r in group])
+        for r, path in zip(group, paths):
+            results[r.name] = {"name": r.name, "status": "written", "path": str(path)}
+        written.extend(paths)
+
+    def fail(request, error):
+        results[request.name] = {"name": request.name, "status": "failed", "source": request.source,
+                                 "reason": f"{type(error).__name__}: {error}"}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(todo), desc="generating requests", unit="clip", disable=not progress) as bar:
+        for positions, batch in batches(todo, s.batch_size):
+            group = [todo[i] for i in positions]
+            try:
+                run(group, batch)
+            except GENERATION_FAULTS as error:
+                if len(group) == 1:
+                    fail(group[0], error)
+                for r in group if len(group) > 1 else []:  # alone, so one bad request does not sink its batch
+                    try:
+                        run([r], next(batches([r], 1))[1])
+                    except GENERATION_FAULTS as fault:
+                        fail(r, fault)
             bar.update(len(group))
+            record()
     writer.finish()
+    record()
+    failed = [v for v in results.values() if v["status"] == "failed"]
+    skipped = sum(v["status"] == "skipped" for v in results.values())
+    if skipped:
+        print(f"generate: skipped {skipped} request(s) whose video exists (--overwrite redoes them)")
+    for f in failed:
+        print(f"generate: {f['name']} failed: {f['reason']}")
     return written
 
 
@@ -87,6 +136,13 @@ def cmd_generate(cfg, args) -> int:
         split = getattr(args, "split", None) or "test"
         written = generate_split(cfg, out_dir, split, weights, int(cfg.sample.num_clips), True, generator)
     else:
-        written = generate_requests(generator, requests, out_dir)
+        written = generate_requests(generator, requests, out_dir, overwrite=bool(getattr(args, "overwrite", False)))
     print(f"generate: wrote {len(written)} video{'s' if len(written) != 1 else ''} to {out_dir}")
+    if mode == "requests":
+        import json
+        failed = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()
+                  if line.strip() and json.loads(line)["status"] == "failed"]
+        if failed:
+            print(f"generate: {len(failed)} request(s) failed; see {out_dir / 'results.jsonl'}")
+            return 1
     return 0

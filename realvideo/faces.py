@@ -134,3 +134,12 @@ def read_regions(path: Path) -> tuple[np.ndarray, np.ndarray]:
             return np.unpackbits(data["masks"], axis=-1, count=width).astype(bool), data["boxes"]
     except (OSError, KeyError, ValueError) as error:
         raise DataError(f"{path}: unreadable region masks ({error}); rerun `main.py prep --stage analyse --redo`") from error
+
+
+def read_boxes(path: Path) -> np.ndarray:
+    """Only the face track (T, 4) of a clip's `.regions.npz` (the masks stay packed on disk)."""
+    try:
+        with np.load(path) as data:
+            return data["boxes"]
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(f"{path}: unreadable face track ({error}); rerun `main.py prep --stage analyse --redo`") from error

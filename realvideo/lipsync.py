@@ -3,11 +3,14 @@ scores every clip with SyncNet (common/syncnet.py, the metric's own code and cro
 parser's track when there is one) and, with prep.realign_audio, shifts the clip's wav by the measured offset
 when it is within prep.max_sync_offset frames, so training pairs are in sync; the filter then drops clips
 below prep.min_sync_conf (`low_sync`) or further off than prep.max_sync_offset (`av_offset`).
+`wave` must be segment's audio (analyse reads `<clip>.orig.wav` when an earlier realignment kept it there),
+so a redo measures the source, never an already-shifted track.
 Trade-off: the shift pads the start (or end) with silence, up to max_sync_offset / fps seconds, rather than
 reading audio from outside the clip's window (segment already cut it; the source may be gone by now).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +40,14 @@ class SyncCheck:
         scores = syncnet.sync_scores(self.model, syncnet.crop_faces(frames, track, 0.4), wave, VSHIFT)
         out = {"sync_c": round(scores["sync_c"], 4), "sync_d": round(scores["sync_d"], 4), "sync_offset": scores["offset"]}
         shift = scores["offset"]
+        original = wav_path.with_suffix(".orig.wav")  # segment's audio, kept so a redo measures (and restores) it
         if self.cfg.realign_audio and 0 < abs(shift) <= self.cfg.max_sync_offset:
+            if not original.is_file():
+                os.replace(wav_path, original)
             save_wav(wav_path, shift_audio(wave, shift * syncnet.SAMPLES_PER_FRAME), self.sample_rate)
             out["audio_shift_frames"] = shift
+        elif original.is_file():  # realigned before, not now (setting changed): the clip gets its own audio back
+            os.replace(original, wav_path)
         return out
 
 

@@ -40,7 +40,7 @@ def _settings(cfg) -> dict:
 # the prep settings each stage's output depends on (a change redoes that stage's items, not the others')
 STAGE_KEYS = {"probe": (), "segment": ("size_multiple", "crf", "scene_threshold", "min_scene_seconds"),
               "analyse": ("vad", "face_parser", "face_parser_size", "parse_every", "pose_model", "syncnet",
-                          "realign_audio"),
+                          "realign_audio", "max_sync_offset"),
               "filter": ("min_face_frames", "min_face_size", "max_sync_offset", "min_sync_conf", "min_speech_ratio",
                          "min_motion", "max_motion", "min_pose_motion", "max_pose_motion"),
               "annotate": ("min_phase_seconds", "default_base", "vlm", "video_llm", "video_llm_frames")}
@@ -64,7 +64,8 @@ def _item_state(item) -> dict:
                 files[path] = [stat.st_size, stat.st_mtime_ns]
             except OSError:
                 files[path] = None
-    return {k: v for k, v in item.__dict__.items() if k != "line"} | {"files": files}
+    # prompt / caption are read by annotate straight from the manifest (its own fingerprint holds them)
+    return {k: v for k, v in item.__dict__.items() if k not in ("line", "prompt", "caption")} | {"files": files}
 
 
 def _pose(pose, frames, out: Path) -> tuple[dict, np.ndarray]:
@@ -89,7 +90,9 @@ def _clips(root: Path, stage_needed: str, needed_by: str) -> list[dict]:
     rows = ledger.read_kept(root, stage_needed, needed_by)
     if stage_needed != "segment":
         return rows
-    return [c | {"name": c["clip"], "source": r["name"], "split": r["split"]} for r in rows for c in r["clips"]]
+    # each clip carries its segment record's input fingerprint, so a re-encoded clip redoes what follows
+    return [c | {"name": c["clip"], "source": r["name"], "split": r["split"], "upstream": r.get("inputs")}
+            for r in rows for c in r["clips"]]
 
 
 def _work(cfg, stage: str, root: Path, entries: dict):
@@ -122,7 +125,9 @@ def _work(cfg, stage: str, root: Path, entries: dict):
 
         def analyse(c):
             frames = read_video(root / CLIP_DIR / f"{c['name']}.mp4", sample_rate=None).frames
-            wave = load_audio(root / CLIP_DIR / f"{c['name']}.wav", settings["sample_rate"])
+            original = root / CLIP_DIR / f"{c['name']}.orig.wav"  # kept by a realignment: measure the source audio
+            wave = load_audio(original if original.is_file() else root / CLIP_DIR / f"{c['name']}.wav",
+                              settings["sample_rate"])
             measured = analyse_clip(frames, wave, settings["sample_rate"], cfg.prep.vad)
             boxes, hands = None, None
             if pose is not None:
@@ -192,7 +197,8 @@ def run_stage(cfg, stage: str, shard: str = "0/1", progress: bool = True, redo: 
     counts = Counter()
     for item in tqdm(todo, desc=f"prep {stage}", unit="item", disable=not progress):
         name = name_of(item)
-        inputs = ledger.fingerprint(_item_state(item), settings)
+        entry = entries.get(item["source"]) if stage == "annotate" else None  # its prompt / caption, as edited
+        inputs = ledger.fingerprint(_item_state(item), settings, entry and [entry.prompt, entry.caption])
         if not redo and ledger.is_done(root, stage, name, inputs):
             counts["skipped"] += 1
             continue
@@ -204,7 +210,7 @@ def run_stage(cfg, stage: str, shard: str = "0/1", progress: bool = True, redo: 
             counts["errors"] += 1
         ledger.write_record(root, stage, record | {"inputs": inputs})
         counts["done"] += 1
-    if shard in ("0/1", "0/0"):  # the whole input is known: records of items no longer in it are stale
+    if shard == "0/1":  # the whole input is known: records of items no longer in it are stale
         counts["stale"] = ledger.sweep_stale(root, stage, {name_of(x) for x in items})
     keep, drop = ledger.collect(root, stage)
     return {"stage": stage, **counts, "kept": len(keep), "rejected": len(drop)}

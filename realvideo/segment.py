@@ -150,6 +150,7 @@ def segment_video(probe: dict, entry_segments, out_dir: Path, settings: dict) ->
         wave = np.pad(wave, (0, int(round(seconds * rate)) - wave.size))  # < 1 frame of rounding at the end
         write_video(out_dir / f"{clip}.mp4", frames, fps, crf=settings["crf"])
         save_wav(out_dir / f"{clip}.wav", wave, rate)
+        (out_dir / f"{clip}.orig.wav").unlink(missing_ok=True)  # a realignment of the previous cut is void
         clips.append({"clip": clip, "start": starts[c], "end": starts[c] + seconds, "frames": num,
                       "height": size[0], "width": size[1], "source_frames": [src[0], src[-1]],
                       "repeated": int(num - len(set(src)))})

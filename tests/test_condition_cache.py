@@ -76,6 +76,10 @@ def test_a_split_of_several_size_buckets_gets_one_file_per_bucket(system):
     """Real video batches one bucket at a time; its cache holds one file per bucket, indexed as the split."""
     system, root = system
 
+    def _with_keys(dataset):
+        dataset.clip_keys = Bucketed.keys
+        return dataset
+
     class Bucketed(type(system.source)):
         def dataset(self, split):
             dataset = super().dataset(split)
@@ -99,3 +103,15 @@ def test_a_split_of_several_size_buckets_gets_one_file_per_bucket(system):
     (cached.directory / files[0]).unlink()
     with pytest.raises(DataError, match="train.32x64x29.safetensors: missing"):
         CachedConditions(source, system.encoder, root / "bucketed").dataset("train")
+    Bucketed.keys = [f"clip{i}" for i in range(len(dataset))]  # a source that says what each clip is
+    Bucketed.dataset = lambda self, split, _d=Bucketed.dataset: _with_keys(_d(self, split))
+    keyed = CachedConditions(source, system.encoder, root / "keyed")
+    keyed.prepare("train", progress=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in keyed.directory.iterdir()}
+    Bucketed.keys = Bucketed.keys[:-1] + ["changed"]  # prep re-made the last clip (of the 32x64 bucket)
+    again = CachedConditions(source, system.encoder, root / "keyed")
+    with pytest.raises(DataError, match="made for other clips than the split now holds"):
+        again.dataset("train")
+    again.prepare("train", progress=False)  # rebuilds that bucket's file only
+    assert {p.name for p in keyed.directory.iterdir() if p.stat().st_mtime_ns != stamps[p.name]} == {files[0]}
+    again.dataset("train")

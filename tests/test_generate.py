@@ -98,7 +98,39 @@ def test_jsonl_batch_resolves_relative_paths_inline_prompt_and_other_lengths(wor
                     "sample.attention_plot=false") == 0
     check_video(out / "first.mp4", 30, world["clips"][0]["audio"])
     check_video(out / "line0003.mp4", 20, short)  # default name: the line number
-    assert sorted(p.name for p in out.iterdir()) == ["first.mp4", "line0003.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["first.mp4", "line0003.mp4", "results.jsonl"]
+
+
+def test_a_batch_keeps_going_past_a_failed_request_and_a_rerun_skips_written_ones(world, monkeypatch, capsys):
+    """Issue 17, Deliver 4: a request failing at generation time (here: a planted out-of-memory) is recorded
+    with its reason while its batch-mates are written; the rerun generates only what is missing."""
+    from inference.outputs import ClipWriter
+
+    inputs, out = world["inputs"], world["root"] / "robust"
+    lines = [json.dumps({"reference": "ref0.png", "audio": "speech0.wav", "prompt": "prompt0.json", "name": n})
+             for n in ("a", "bad", "c")]
+    (inputs / "robust.jsonl").write_text("\n".join(lines) + "\n")
+    original = ClipWriter.write_batch
+
+    def flaky(self, names, *args, **kwargs):
+        if "bad" in names:
+            raise RuntimeError("CUDA out of memory (planted)")
+        return original(self, names, *args, **kwargs)
+
+    monkeypatch.setattr(ClipWriter, "write_batch", flaky)
+    assert generate(world, "--requests", str(inputs / "robust.jsonl"), "--out", str(out), "sample.batch_size=3",
+                    "sample.attention_plot=false") == 1
+    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["name"], r["status"]) for r in results] == [("a", "written"), ("bad", "failed"), ("c", "written")]
+    assert "RuntimeError: CUDA out of memory (planted)" in results[1]["reason"] and results[1]["source"].endswith("line 2")
+    assert "1 request(s) failed" in capsys.readouterr().out
+    first = (out / "a.mp4").stat().st_mtime_ns
+    monkeypatch.setattr(ClipWriter, "write_batch", original)
+    assert generate(world, "--requests", str(inputs / "robust.jsonl"), "--out", str(out),
+                    "sample.attention_plot=false") == 0
+    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in results] == ["skipped", "written", "skipped"]
+    assert (out / "a.mp4").stat().st_mtime_ns == first and (out / "bad.mp4").is_file()
 
 
 def test_split_mode_side_by_side_is_generated_beside_ground_truth(world):

@@ -138,10 +138,16 @@ def test_prep_sync_check_realigns_audio_and_the_filter_reads_faces_and_sync(tmp_
     check.model = _Brightness()  # a stand-in that sees the planted lag
     wav = tmp_path / "clip.wav"
     save_wav(wav, wave, 16000)
+    stored = load_audio(wav, 16000)  # as 16-bit PCM stores it
     measured = check(frames, wave, None, wav)
     assert measured["sync_offset"] == lag and measured["audio_shift_frames"] == lag
     realigned = load_audio(wav, 16000)
     assert check(frames, realigned, None, tmp_path / "again.wav")["sync_offset"] == 0  # in sync after the shift
+    original = tmp_path / "clip.orig.wav"
+    assert np.array_equal(load_audio(original, 16000), stored)  # segment's audio kept for a redo
+    check.cfg = PrepConfig(syncnet=prep.syncnet, realign_audio=False)
+    assert "audio_shift_frames" not in check(frames, wave, None, wav)  # realignment switched off: audio restored
+    assert not original.exists() and np.array_equal(load_audio(wav, 16000), stored)
     base = {"speech_ratio": 1.0, "motion": 0.1}
     cfg = PrepConfig(min_face_size=0.2, min_sync_conf=1.0, max_sync_offset=3)
     assert filter_reason(base | {"face_frames": 0.2, "face_size": 0.5}, cfg)[0] == "no_face"
@@ -175,3 +181,13 @@ def test_pose_keypoints_by_name_motion_and_hand_discs(tmp_path):
     # so keypoints map into x 0..80, y -21..86 (a keypoint may sit in the padding, off the frame)
     assert points[..., 0].min() >= 0 and points[..., 0].max() <= 80
     assert points[..., 1].min() >= -21.5 and points[..., 1].max() <= 86
+
+
+def test_one_video_per_clip_index(tmp_path):
+    from common.video_io import VideoError
+    from evaluation.video_files import find_videos
+
+    (tmp_path / "clip_3.mp4").write_bytes(b"x")
+    (tmp_path / "clip_00003.npz").write_bytes(b"x")
+    with pytest.raises(VideoError, match="clip index 3 again"):
+        find_videos(tmp_path, 5)

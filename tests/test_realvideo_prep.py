@@ -229,7 +229,7 @@ def test_prepared_clips_train_generate_and_evaluate_through_the_real_video_sourc
     generated, truth = result["table"][str(tmp_path / "videos")], result["table"]["ground truth"]
     for key in ("sync_c", "sync_d", "abs_offset", "csim", "psnr", "ssim", "fid", "fvd"):
         assert key in generated, key
-    assert truth["psnr"][0] == 100.0 and truth["csim"][0] > generated["csim"][0]  # the truth is its own ceiling
+    assert "psnr" not in truth and truth["csim"][0] > generated["csim"][0]  # the truth is its own ceiling
     assert result["parameters"]["models"]["syncnet"]["sha256"] and not result["parameters"]["skipped"]
     assert "ground truth" in (tmp_path / "eval" / "metrics.md").read_text()
 
@@ -293,8 +293,13 @@ def test_changed_inputs_are_redone_and_removed_lines_swept(tmp_path):
     assert [again[s].get("done", 0) for s in stages] == [0, 0, 0, 2, 2]
     video = tmp_path / "export/videos/train_00001.mp4"
     os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
-    touched = run_stage(cfg, "probe", progress=False)
-    assert touched.get("done") == 1 and touched["skipped"] == 1
+    touched = {s: run_stage(cfg, s, progress=False) for s in stages}  # re-encoded clips: everything after redone
+    assert [touched[s].get("done", 0) for s in stages] == [1, 1, 1, 1, 1] and touched["probe"]["skipped"] == 1
+    first_line = json.loads(manifest.read_text().splitlines()[0])
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([json.dumps(first_line | {"caption": "A new caption."}), *lines[1:]]) + "\n")
+    edited = {s: run_stage(cfg, s, progress=False) for s in stages}  # an edited prompt / caption: annotate only
+    assert [edited[s].get("done", 0) for s in stages] == [0, 0, 0, 0, 1]
     lines = manifest.read_text().splitlines()
     manifest.write_text(lines[0] + "\n")
     swept = {s: run_stage(cfg, s, progress=False) for s in stages}

@@ -68,6 +68,12 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
                              f"{codec.num_video_frames(2) / generator.cfg.data.fps:.2f} s)")
     if s.side_by_side:
         print("generate: sample.side_by_side needs ground truth; only --split writes side-by-side videos")
+    trained = generator.cfg.data.duration
+    for request in requests:  # chained windows are not built yet (issue 17): say so rather than stay silent
+        seconds = request.num_frames / generator.cfg.data.fps
+        if seconds > 1.5 * trained:
+            print(f"generate: warning: {request.name} is {seconds:.1f} s of audio, the model was trained on "
+                  f"{trained:g} s clips; it is generated as one {seconds:.1f} s window (no chained windows yet)")
     results = {r.name: {"name": r.name, "status": "skipped", "path": str(out_dir / f"{r.name}.mp4")}
                for r in requests if not overwrite and (out_dir / f"{r.name}.mp4").is_file()}
     todo = [r for r in requests if r.name not in results]

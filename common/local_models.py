@@ -38,3 +38,21 @@ def load_local(directory: Path, what: str, load: Callable[..., T], component: st
         return load(directory, local_files_only=True, **kwargs)
     except (OSError, ValueError) as error:
         raise OSError(f"{what}: cannot load {component} from {directory}: {error}") from error
+
+
+IMAGENET_MEAN_STD = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+def image_normalisation(directory: Path):
+    """The (1, 3, 1, 1) mean and std a vision model's directory says it was trained with (its
+    preprocessor_config.json image_mean / image_std), ImageNet's when it does not say."""
+    import json
+
+    import torch
+    mean, std = IMAGENET_MEAN_STD
+    processor = Path(directory) / "preprocessor_config.json"
+    if processor.is_file():
+        spec = json.loads(processor.read_text())
+        mean, std = spec.get("image_mean", mean), spec.get("image_std", std)
+    return (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1),
+            torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))

@@ -43,6 +43,13 @@ LIP_CNN = [(0, "conv", (1, 2, 2), 0), (1, "bn"), (2, "relu"), (3, "pool", (1, 3,
            (18, "conv", 1, 0), (19, "bn"), (20, "relu")]
 
 
+def check_rates(fps: float, sample_rate: int, key: str) -> None:
+    """SyncNet is defined at 25 fps / 16 kHz; data at other rates fails at start-up naming the setting."""
+    if abs(fps - FPS) > 1e-3 or sample_rate != SAMPLE_RATE:
+        raise DataError(f"{key}: SyncNet is defined at {FPS} fps and {SAMPLE_RATE} Hz; the data is {fps} fps, "
+                        f"{sample_rate} Hz (prep with data.fps=25 data.sample_rate=16000)")
+
+
 def _cnn(layout, state: dict, prefix: str, dims: int) -> nn.Sequential:
     conv, bn, pool = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d)
     layers = []

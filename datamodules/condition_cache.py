@@ -141,8 +141,8 @@ class CachedConditions(DataSource):
     def prepare(self, split: str, progress: bool = True) -> None:
         self.source.prepare(split, progress)
         if split in CACHED_SPLITS:
-            groups = bucket_groups(self.source.dataset(split))
             dataset = self.source.dataset(split)
+            groups = bucket_groups(dataset)
             missing = [(b, rows) for b, rows in groups
                        if not self.path(split, b).is_file() or self._stored_rows(self.path(split, b)) != _rows_key(dataset, rows)]
             if missing and progress:
@@ -151,7 +151,7 @@ class CachedConditions(DataSource):
             with tqdm(total=sum(len(r) for _, r in missing), desc=f"caching {split} conditions", unit="clip",
                       disable=not progress or not missing) as bar:
                 for bucket, rows in missing:
-                    self._build(split, bucket, rows, bar)
+                    self._build(split, dataset, bucket, rows, bar)
 
     @staticmethod
     def _stored_rows(path: Path) -> dict | None:
@@ -181,8 +181,8 @@ class CachedConditions(DataSource):
                              f"{stored.get(differing)!r} vs {self.parts[differing]!r}); building {self.directory.name}")
         return notes
 
-    def _build(self, split: str, bucket: tuple | None, rows: range, bar) -> None:
-        dataset, encoder = self.source.dataset(split), self.encoder
+    def _build(self, split: str, dataset: Dataset, bucket: tuple | None, rows: range, bar) -> None:
+        encoder = self.encoder
         latents, audio, texts = [], [], []
         step = int(self.cfg["batch_size"])
         with torch.no_grad():
@@ -201,7 +201,7 @@ class CachedConditions(DataSource):
         metadata = {"parts": json.dumps(self.parts, sort_keys=True)} | _rows_key(dataset, rows)
         atomic_write(self.path(split, bucket), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
-    def _load_file(self, path: Path, rows: range, split: str) -> dict[str, torch.Tensor]:
+    def _load_file(self, path: Path, rows: range, dataset: Dataset) -> dict[str, torch.Tensor]:
         if not path.is_file():
             raise DataError(f"{path}: missing; the cache was not prepared for this split's clips")
         with safe_open(str(path), "pt") as handle:
@@ -216,14 +216,14 @@ class CachedConditions(DataSource):
                 or len(tensors["latents"]) != len(rows):
             raise DataError(f"{path}: holds {metadata.get('clips')} clips from index {metadata.get('first', 0)}, "
                             f"the split has {len(rows)} from {rows.start} there; delete the file")
-        if metadata.get("rows", "") != _rows_key(self.source.dataset(split), rows)["rows"]:
+        if metadata.get("rows", "") != _rows_key(dataset, rows)["rows"]:
             raise DataError(f"{path}: made for other clips than the split now holds (prep changed them); "
                             "delete the file or run `main.py prep --stage cache` again")
         return tensors
 
     def _load(self, split: str) -> list[tuple[range, dict[str, torch.Tensor]]]:
-        groups = [(rows, self._load_file(self.path(split, b), rows, split))
-                  for b, rows in bucket_groups(self.source.dataset(split))]
+        dataset = self.source.dataset(split)
+        groups = [(rows, self._load_file(self.path(split, b), rows, dataset)) for b, rows in bucket_groups(dataset)]
         if "text/text" in groups[0][1]:  # one token length for every bucket: a batch may then mix files
             length = max(t["text/text"].shape[1] for _, t in groups)
             for _, tensors in groups:

@@ -99,9 +99,9 @@ class RealVideoSource(DataSource):
         """This dataset's action ids (every phase action of every prepared clip), computed once."""
         return action_vocabulary(self.rows())
 
-    @property
+    @functools.cached_property
     def region_names(self) -> tuple[str, ...]:
-        """The face parser's regions when prep parsed every clip, else none."""
+        """The face parser's regions when prep parsed every clip, else none (computed once: collate reads it)."""
         names = {tuple(r.get("regions") or ()) for r in self.rows()}
         return next(iter(names)) if len(names) == 1 else ()
 

@@ -46,9 +46,7 @@ class RealMetrics:
     def __init__(self, real_cfg, fps: float, sample_rate: int):
         from common import syncnet
         from evaluation import real_models
-        if abs(fps - syncnet.FPS) > 1e-3 or sample_rate != syncnet.SAMPLE_RATE:
-            raise DataError(f"eval.real: SyncNet is defined at {syncnet.FPS} fps and {syncnet.SAMPLE_RATE} Hz; the data "
-                            f"is {fps} fps, {sample_rate} Hz (prep with data.fps=25 data.sample_rate=16000)")
+        syncnet.check_rates(fps, sample_rate, "eval.real")
         self.cfg = real_cfg
         self.syncnet = syncnet.load_syncnet(real_cfg.syncnet) if real_cfg.syncnet else None
         self.arcface = real_models.ArcFace(real_cfg.arcface) if real_cfg.arcface else None

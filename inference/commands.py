@@ -44,8 +44,10 @@ def _mode(args) -> str:
 GENERATION_FAULTS = (RuntimeError, ValueError, OSError)  # out of memory, a bad tensor, a full disk: per request
 
 
-def generate_requests(generator, requests, out_dir: Path, progress: bool = True, overwrite: bool = False) -> list[Path]:
-    """Generate `requests` (inference/requests.py) into out_dir; returns the mp4 paths written.
+def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
+                      overwrite: bool = False) -> tuple[list[Path], list[dict]]:
+    """Generate `requests` (inference/requests.py) into out_dir; returns the mp4 paths written and the
+    results.jsonl records of the requests that failed.
 
     A batch keeps going past a request that fails at generation time: a failed batch is retried one request
     at a time, and each outcome (written / skipped / failed with the reason) is a line of
@@ -119,7 +121,7 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
         print(f"generate: skipped {skipped} request(s) whose video exists (--overwrite redoes them)")
     for f in failed:
         print(f"generate: {f['name']} failed: {f['reason']}")
-    return written
+    return written, failed
 
 
 def cmd_generate(cfg, args) -> int:
@@ -138,17 +140,15 @@ def cmd_generate(cfg, args) -> int:
     from inference.generate import Generator
     from inference.split import generate_split
     generator = Generator(cfg, weights, progress=True)
+    failed = []
     if mode == "split":
         split = getattr(args, "split", None) or "test"
         written = generate_split(cfg, out_dir, split, weights, int(cfg.sample.num_clips), True, generator)
     else:
-        written = generate_requests(generator, requests, out_dir, overwrite=bool(getattr(args, "overwrite", False)))
+        written, failed = generate_requests(generator, requests, out_dir,
+                                            overwrite=bool(getattr(args, "overwrite", False)))
     print(f"generate: wrote {len(written)} video{'s' if len(written) != 1 else ''} to {out_dir}")
-    if mode == "requests":
-        import json
-        failed = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()
-                  if line.strip() and json.loads(line)["status"] == "failed"]
-        if failed:
-            print(f"generate: {len(failed)} request(s) failed; see {out_dir / 'results.jsonl'}")
-            return 1
+    if failed:
+        print(f"generate: {len(failed)} request(s) failed; see {out_dir / 'results.jsonl'}")
+        return 1
     return 0

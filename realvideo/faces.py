@@ -14,14 +14,13 @@ its masks (sample-and-hold, as segment resamples), which is k times cheaper and 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.errors import DataError
-from common.local_models import load_local, local_model_dir
+from common.local_models import image_normalisation, load_local, local_model_dir
 
 REGION_NAMES = ("eyes", "mouth", "hair", "face")  # + "hands" when prep also runs a pose model (realvideo/pose.py)
 # our region -> the label names (lower case) that belong to it
@@ -33,7 +32,6 @@ REGION_LABELS = {
              "left_eyebrow", "right_eyebrow", "eyebrow", "eye_g", "eyeglass", "glasses", "mouth", "u_lip", "l_lip",
              "upper_lip", "lower_lip", "inner_mouth", "lips", "lip"},
 }
-IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 
 def region_label_ids(id2label: dict) -> dict[str, list[int]]:
@@ -81,13 +79,7 @@ class FaceParser:
         self.model = load_local(directory, "face parser", AutoModelForSemanticSegmentation.from_pretrained)
         self.model.eval().to(device)
         self.ids = region_label_ids(self.model.config.id2label)
-        mean, std = IMAGENET
-        processor = directory / "preprocessor_config.json"
-        if processor.is_file():  # the normalisation it was trained with, when the directory says
-            spec = json.loads(processor.read_text())
-            mean, std = spec.get("image_mean", mean), spec.get("image_std", std)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean, self.std = image_normalisation(directory)  # as it was trained
         self.size, self.every, self.device = int(size), max(1, int(every)), device
         self.digest = {"face_parser": str(directory.resolve()), "face_parser_size": self.size,
                        "parse_every": self.every}

@@ -21,11 +21,7 @@ VSHIFT = 15  # offsets searched, frames (syncnet_python's default)
 class SyncCheck:
     def __init__(self, prep_cfg, fps: float, sample_rate: int):
         from common import syncnet
-        from common.errors import DataError
-
-        if abs(fps - syncnet.FPS) > 1e-3 or sample_rate != syncnet.SAMPLE_RATE:
-            raise DataError(f"prep.syncnet: SyncNet is defined at {syncnet.FPS} fps and {syncnet.SAMPLE_RATE} Hz; "
-                            f"the data is {fps} fps, {sample_rate} Hz")
+        syncnet.check_rates(fps, sample_rate, "prep.syncnet")
         self.model = syncnet.load_syncnet(prep_cfg.syncnet)
         self.cfg, self.sample_rate, self.fps = prep_cfg, sample_rate, fps
 

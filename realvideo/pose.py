@@ -13,17 +13,14 @@ keypoints to 1/64 of the frame height, enough for motion and hand discs, not for
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
 from common.errors import DataError
-from common.local_models import load_local, local_model_dir
+from common.local_models import image_normalisation, load_local, local_model_dir
 
 COCO17 = ("nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist",
           "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle")
-IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 MIN_SCORE = 0.3  # heatmap peak below this: the keypoint is not seen
 
 
@@ -73,13 +70,7 @@ class PoseEstimator:
         self.wrists, self.names = wrist_ids(self.model.config.id2label)
         size = self.model.config.backbone_config.image_size
         self.size = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
-        mean, std = IMAGENET
-        processor = directory / "preprocessor_config.json"
-        if processor.is_file():
-            spec = json.loads(processor.read_text())
-            mean, std = spec.get("image_mean", mean), spec.get("image_std", std)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean, self.std = image_normalisation(directory)  # as it was trained
         self.every, self.device = max(1, int(every)), device
         self.digest = {"pose_model": str(directory.resolve()), "keypoint_names": self.names}
 

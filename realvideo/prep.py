@@ -12,6 +12,7 @@ only `filter`, at the price of reading each clip once per stage that needs pixel
 """
 from __future__ import annotations
 
+import functools
 import json
 import traceback
 from collections import Counter
@@ -95,56 +96,82 @@ def _clips(root: Path, stage_needed: str, needed_by: str) -> list[dict]:
             for r in rows for c in r["clips"]]
 
 
+def _analyse(c: dict, *, cfg, clips: Path, rate: int, parser, pose, sync) -> dict:
+    """The analyse record of one clip: speech and motion, then (each if its model is set) pose, face parsing
+    (with the pose's hands region) and the SyncNet check."""
+    from common.audio_io import load_audio
+    from common.video_io import read_video
+    from realvideo.annotate import analyse_clip
+
+    frames = read_video(clips / f"{c['name']}.mp4", sample_rate=None).frames
+    original = clips / f"{c['name']}.orig.wav"  # kept by a realignment: measure the source audio
+    wave = load_audio(original if original.is_file() else clips / f"{c['name']}.wav", rate)
+    measured = analyse_clip(frames, wave, rate, cfg.prep.vad)
+    boxes, hands = None, None
+    if pose is not None:
+        from realvideo.pose import hand_masks
+        summary, points = _pose(pose, frames, clips / f"{c['name']}.pose.npz")
+        measured |= summary
+
+        def hands(face_px):  # wrist discs 0.4 face heights wide (0.08 frame heights when no face was found)
+            radius = 0.4 * face_px if face_px else 0.08 * frames.shape[1]
+            return hand_masks(points, pose.wrists, frames.shape[1], frames.shape[2], radius)
+    if parser is not None:
+        faces, boxes = parser.analyse(frames, clips / f"{c['name']}.regions.npz", hands)
+        measured |= faces
+    if sync is not None:  # last: it may rewrite the wav (realign), after speech was measured
+        measured |= sync(frames, wave, boxes, clips / f"{c['name']}.wav")
+    keep = ("source", "split", "start", "end", "frames", "height", "width")
+    return ledger.kept(c["name"], **({k: c[k] for k in keep} | measured))
+
+
+def _annotate(c: dict, *, cfg, clips: Path, entries: dict, vlm, llm) -> dict:
+    """The annotate record of one clip (realvideo/annotate.annotate_clip), asking the VLM / video LLM if set."""
+    from common.video_io import read_video
+    from realvideo.annotate import VIDEO_LLM_QUESTION, annotate_clip
+
+    entry = entries[c["source"]]
+    fields = {k: v for k, v in c.items() if k not in ("name", "kept")}
+    frames = lambda: read_video(clips / f"{c['name']}.mp4", sample_rate=None).frames
+    describe = (lambda: vlm(frames()[0])) if vlm is not None else None
+
+    def ask_video(duration):  # prep.video_llm_frames frames spread over the clip, in order
+        f = frames()
+        picks = np.linspace(0, len(f) - 1, cfg.prep.video_llm_frames).round().astype(int)
+        return llm.ask(list(f[picks]), VIDEO_LLM_QUESTION.format(n=len(picks), duration=duration))
+    return ledger.kept(c["name"], **fields, **annotate_clip(entry.prompt, entry.caption, c, c["speech"], cfg.prep,
+                                                            describe, ask_video if llm is not None else None))
+
+
 def _work(cfg, stage: str, root: Path, entries: dict):
-    """(items, function item -> record) of a stage."""
+    """(items, make) of a stage: make() -> the function item -> record. Models (face parser, pose, SyncNet,
+    VLMs) load inside make(), which run_stage calls before the first item that is not skipped, outside the
+    per-item error handling: a resumed stage with nothing to do loads nothing, a bad model path still stops
+    the stage with one error."""
     settings = _settings(cfg)
     if stage == "probe":
         from realvideo.probe import probe_entry
         seconds = settings["clip_frames"] / settings["fps"]
-        return list(entries.values()), lambda e: probe_entry(e, seconds)
+        return list(entries.values()), lambda: lambda e: probe_entry(e, seconds)
     if stage == "segment":
         from realvideo.segment import segment_video
         probes = ledger.read_kept(root, "probe", "segment")
-        return probes, lambda r: segment_video(r, entries[r["name"]].segments, root / CLIP_DIR, settings)
+        return probes, lambda: lambda r: segment_video(r, entries[r["name"]].segments, root / CLIP_DIR, settings)
     if stage == "analyse":
-        from common.audio_io import load_audio
-        from common.video_io import read_video
-        from realvideo.annotate import analyse_clip
-        parser = None
-        if cfg.prep.face_parser:
-            from realvideo.faces import FaceParser
-            parser = FaceParser(cfg.prep.face_parser, cfg.prep.face_parser_size, cfg.prep.parse_every)
-        pose = None
-        if cfg.prep.pose_model:
-            from realvideo.pose import PoseEstimator, hand_masks
-            pose = PoseEstimator(cfg.prep.pose_model, cfg.prep.parse_every)
-        sync = None
-        if cfg.prep.syncnet:
-            from realvideo.lipsync import SyncCheck
-            sync = SyncCheck(cfg.prep, settings["fps"], settings["sample_rate"])
-
-        def analyse(c):
-            frames = read_video(root / CLIP_DIR / f"{c['name']}.mp4", sample_rate=None).frames
-            original = root / CLIP_DIR / f"{c['name']}.orig.wav"  # kept by a realignment: measure the source audio
-            wave = load_audio(original if original.is_file() else root / CLIP_DIR / f"{c['name']}.wav",
-                              settings["sample_rate"])
-            measured = analyse_clip(frames, wave, settings["sample_rate"], cfg.prep.vad)
-            boxes, hands = None, None
-            if pose is not None:
-                summary, points = _pose(pose, frames, root / CLIP_DIR / f"{c['name']}.pose.npz")
-                measured |= summary
-
-                def hands(face_px, points=points):  # wrist discs 0.4 face heights wide (0.08 frames if no face)
-                    radius = 0.4 * face_px if face_px else 0.08 * frames.shape[1]
-                    return hand_masks(points, pose.wrists, frames.shape[1], frames.shape[2], radius)
-            if parser is not None:
-                faces, boxes = parser.analyse(frames, root / CLIP_DIR / f"{c['name']}.regions.npz", hands)
-                measured |= faces
-            if sync is not None:  # last: it may rewrite the wav (realign), after speech was measured
-                measured |= sync(frames, wave, boxes, root / CLIP_DIR / f"{c['name']}.wav")
-            return ledger.kept(c["name"], **({k: c[k] for k in ("source", "split", "start", "end", "frames",
-                                                               "height", "width")} | measured))
-        return _clips(root, "segment", "analyse"), analyse
+        def make():
+            parser = pose = sync = None
+            if cfg.prep.face_parser:
+                from realvideo.faces import FaceParser
+                parser = FaceParser(cfg.prep.face_parser, cfg.prep.face_parser_size, cfg.prep.parse_every)
+            if cfg.prep.pose_model:
+                from realvideo.pose import PoseEstimator
+                pose = PoseEstimator(cfg.prep.pose_model, cfg.prep.parse_every)
+            if cfg.prep.syncnet:
+                from realvideo.lipsync import SyncCheck
+                sync = SyncCheck(cfg.prep, settings["fps"], settings["sample_rate"])
+            return functools.partial(_analyse, cfg=cfg, clips=root / CLIP_DIR, rate=settings["sample_rate"],
+                                     parser=parser, pose=pose, sync=sync)
+        return _clips(root, "segment", "analyse"), make
     if stage == "filter":
         from realvideo.annotate import filter_reason
 
@@ -152,32 +179,18 @@ def _work(cfg, stage: str, root: Path, entries: dict):
             fields = {k: v for k, v in c.items() if k not in ("name", "kept")}
             fault = filter_reason(c, cfg.prep)
             return ledger.rejected(c["name"], *fault, **fields) if fault else ledger.kept(c["name"], **fields)
-        return ledger.read_kept(root, "analyse", "filter"), check
+        return ledger.read_kept(root, "analyse", "filter"), lambda: check
     if stage == "annotate":
-        from realvideo.annotate import VIDEO_LLM_QUESTION, annotate_clip
-        vlm = llm = None
-        if cfg.prep.vlm:
-            from common.vlm import VisionLanguageAttributes
-            vlm = VisionLanguageAttributes(cfg.prep.vlm, setting="prep.vlm")
-        if cfg.prep.video_llm:
-            from common.vlm import VisionLanguageModel
-            llm = VisionLanguageModel(cfg.prep.video_llm, 512, "prep.video_llm", "video LLM")
-
-        def annotate(c):
-            from common.video_io import read_video
-            entry = entries[c["source"]]
-            fields = {k: v for k, v in c.items() if k not in ("name", "kept")}
-            frames = lambda: read_video(root / CLIP_DIR / f"{c['name']}.mp4", sample_rate=None).frames
-            describe = (lambda: vlm(frames()[0])) if vlm is not None else None
-
-            def ask_video(duration):  # prep.video_llm_frames frames spread over the clip, in order
-                f = frames()
-                picks = np.linspace(0, len(f) - 1, cfg.prep.video_llm_frames).round().astype(int)
-                return llm.ask(list(f[picks]), VIDEO_LLM_QUESTION.format(n=len(picks), duration=duration))
-            return ledger.kept(c["name"], **fields, **annotate_clip(entry.prompt, entry.caption, c, c["speech"],
-                                                                    cfg.prep, describe,
-                                                                    ask_video if llm is not None else None))
-        return ledger.read_kept(root, "filter", "annotate"), annotate
+        def make():
+            vlm = llm = None
+            if cfg.prep.vlm:
+                from common.vlm import VisionLanguageAttributes
+                vlm = VisionLanguageAttributes(cfg.prep.vlm, setting="prep.vlm")
+            if cfg.prep.video_llm:
+                from common.vlm import VisionLanguageModel
+                llm = VisionLanguageModel(cfg.prep.video_llm, 512, "prep.video_llm", "video LLM")
+            return functools.partial(_annotate, cfg=cfg, clips=root / CLIP_DIR, entries=entries, vlm=vlm, llm=llm)
+        return ledger.read_kept(root, "filter", "annotate"), make
     raise DataError(f"--stage {stage!r}: unknown; stages: {list(STAGES)}")
 
 
@@ -190,7 +203,8 @@ def run_stage(cfg, stage: str, shard: str = "0/1", progress: bool = True, redo: 
     av.logging.set_level(None)  # FFmpeg's per-file chatter (faults go to the ledger instead)
     root = Path(cfg.data.root)
     entries = _entries(cfg)
-    items, fn = _work(cfg, stage, root, entries)
+    items, make = _work(cfg, stage, root, entries)
+    fn = None
     todo = ledger.shard(items, shard)
     name_of = (lambda x: x.name) if stage == "probe" else (lambda x: x["name"])
     settings = _stage_settings(cfg, stage)
@@ -202,6 +216,7 @@ def run_stage(cfg, stage: str, shard: str = "0/1", progress: bool = True, redo: 
         if not redo and ledger.is_done(root, stage, name, inputs):
             counts["skipped"] += 1
             continue
+        fn = fn or make()
         try:
             record = fn(item)
         except (DataError, ValueError, OSError) as error:  # one bad item never stops the set

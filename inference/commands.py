@@ -70,12 +70,14 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
                              f"{codec.num_video_frames(2) / generator.cfg.data.fps:.2f} s)")
     if s.side_by_side:
         print("generate: sample.side_by_side needs ground truth; only --split writes side-by-side videos")
-    trained = generator.cfg.data.duration
-    for request in requests:  # chained windows are not built yet (issue 17): say so rather than stay silent
-        seconds = request.num_frames / generator.cfg.data.fps
-        if seconds > 1.5 * trained:
-            print(f"generate: warning: {request.name} is {seconds:.1f} s of audio, the model was trained on "
-                  f"{trained:g} s clips; it is generated as one {seconds:.1f} s window (no chained windows yet)")
+    for request in requests:  # say how a long request is generated (inference/windows.py)
+        if generator.is_chained(request.num_frames):
+            from inference.windows import plan_windows, window_length
+            length, motion = window_length(generator.cfg, codec)
+            plan = plan_windows(request.num_frames, length, motion)
+            fps = generator.cfg.data.fps
+            print(f"generate: {request.name}: {request.num_frames / fps:.1f} s of audio -> {len(plan.starts)} "
+                  f"chained windows of {length / fps:.2f} s ({motion} motion frame{'s' if motion > 1 else ''})")
     results = {r.name: {"name": r.name, "status": "skipped", "path": str(out_dir / f"{r.name}.mp4")}
                for r in requests if not overwrite and (out_dir / f"{r.name}.mp4").is_file()}
     todo = [r for r in requests if r.name not in results]

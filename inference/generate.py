@@ -27,6 +27,7 @@ import torch
 
 from common.errors import CheckpointError
 from inference.attention_map import PhaseMass, frame_phase_mass, patch_frame_seconds
+from inference.windows import WindowedClips, generate_windows, window_length, window_limit
 from models.contracts import ClipBatch, Conditions
 from models.flow_matching import frame_timesteps, noisy_latents
 from system.build import build_system, load_text_encoder
@@ -54,6 +55,13 @@ class Generator:
         self.encoder = self.system.encoder.eval()
         load_text_encoder(self.encoder, source, required=True)  # the learned-text ablation's trained table
         self.codec = self.encoder.codec
+        self.progress = progress
+        window_length(self.cfg, self.codec)  # a bad sample.motion_frames / window_frames fails here
+
+    def is_chained(self, num_frames: int) -> bool:
+        """Whether a clip of num_frames is generated as chained windows (inference/windows.py): longer than
+        sample.window_frames (default the training clip; up to that, one window with the codec's hold)."""
+        return num_frames > window_limit(self.cfg)
 
     @torch.no_grad()
     def latents(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> tuple[torch.Tensor, Conditions, int]:
@@ -61,8 +69,11 @@ class Generator:
         return sample_latents(self.model, self.encoder, batch, num_frames, seeds, self.cfg)
 
     @torch.no_grad()
-    def generate(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> Generated:
-        """Sample and decode: the uint8 video plus the latents and conditions it came from."""
+    def generate(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> Generated | WindowedClips:
+        """Sample and decode: the uint8 video plus the latents and conditions it came from; a clip longer
+        than a window is generated as chained windows (inference/windows.py)."""
+        if self.is_chained(num_frames):
+            return generate_windows(self, batch, num_frames, seeds, progress=self.progress)
         latents, cond, kept = self.latents(batch, num_frames, seeds)
         video = to_uint8_frames(self.codec.decode(latents))[:, :kept]
         if kept < num_frames:

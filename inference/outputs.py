@@ -55,11 +55,15 @@ class ClipWriter:
     def _write_attention(self, names, batch, result, seeds) -> None:
         from inference.generate import ATTENTION_SEED_OFFSET, ATTENTION_T
         from inference.plots import plot_phase_attention
-        phase_mass, seconds = self.generator.text_attention(result.latents, result.cond, seeds)
+        from inference.windows import WindowedClips, windowed_text_attention
+        if isinstance(result, WindowedClips):  # one pass per window, stitched at clip time
+            mass, padding, tokens, seconds, layers = windowed_text_attention(self.generator, result)
+        else:
+            phase_mass, seconds = self.generator.text_attention(result.latents, result.cond, seeds)
+            mass, padding, tokens, layers = phase_mass.mass, phase_mass.padding, phase_mass.tokens, phase_mass.layers
         for b, name in enumerate(names):
-            record = clip_record(name, phase_mass.mass[b], phase_mass.padding[b], phase_mass.tokens[b], seconds,
-                                 batch.prompt[b], phase_mass.layers, ATTENTION_T,
-                                 seeds[b] + ATTENTION_SEED_OFFSET)
+            record = clip_record(name, mass[b], padding[b], tokens[b], seconds, batch.prompt[b], layers,
+                                 ATTENTION_T, seeds[b] + ATTENTION_SEED_OFFSET)
             atomic_write_text(self.out_dir / f"{name}_phase_attention.json", json.dumps(record, indent=1))
             plot_phase_attention(record, self.out_dir / f"{name}_phase_attention.png")
             self.records.append(record)

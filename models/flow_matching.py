@@ -84,11 +84,12 @@ def sample_timesteps(batch: int, cfg: FlowMatchingConfig, generator: torch.Gener
     return shift_timesteps(t, cfg.shift)
 
 
-def frame_timesteps(t: torch.Tensor, num_frames: int, clean_first_frame: bool) -> torch.Tensor:
-    """(B,) -> (B, F) per-frame timesteps; frame 0 gets t = 0 when it is the clean reference."""
+def frame_timesteps(t: torch.Tensor, num_frames: int, clean_first_frame: bool | int) -> torch.Tensor:
+    """(B,) -> (B, F) per-frame timesteps; frame 0 gets t = 0 when it is the clean reference (True), or
+    frames 0..P-1 when an int P of clean frames is given (motion frames of a chained window)."""
     t_frames = t[:, None].expand(-1, num_frames).clone()
     if clean_first_frame:
-        t_frames[:, 0] = 0.0
+        t_frames[:, :int(clean_first_frame)] = 0.0
     return t_frames
 
 

@@ -44,16 +44,17 @@ def sample(model: VelocityFn, noise: torch.Tensor, cond: Conditions, steps: int 
            first_frame: torch.Tensor | None = None) -> torch.Tensor:
     """Integrate dx/dt = v from t = 1 (noise (B, C, F, H, W)) to t = 0.
 
-    first_frame (B, C, 1, H, W): clean reference latent kept fixed at frame 0 (image-to-video)."""
+    first_frame (B, C, P, H, W): clean latents kept fixed at frames 0..P-1: the reference (P = 1,
+    image-to-video) or the motion frames carried over from the previous window of a long clip."""
     if solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver {solver!r}; use 'euler' or 'heun'")
     x = noise.clone()
     F = x.shape[2]
-    clean = first_frame is not None
+    clean = 0 if first_frame is None else first_frame.shape[2]
 
     def velocity(x_now, t_now):
         if clean:
-            x_now = torch.cat([first_frame, x_now[:, :, 1:]], 2)
+            x_now = torch.cat([first_frame, x_now[:, :, clean:]], 2)
         t_frames = frame_timesteps(torch.full((x.shape[0],), float(t_now), device=x.device), F, clean)
         return guided_velocity(model, x_now, t_frames, cond, text_scale, audio_scale)
 
@@ -66,5 +67,5 @@ def sample(model: VelocityFn, noise: torch.Tensor, cond: Conditions, steps: int 
         else:
             x = x_euler
     if clean:
-        x[:, :, :1] = first_frame
+        x[:, :, :clean] = first_frame
     return x

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.prompt import from_json, to_global, to_json
+from models.prompt import cut_window, from_json, to_global, to_json, validate
 
 MAX_PHASES = 8
 _VAD = None
@@ -91,17 +91,12 @@ def filter_reason(measured: dict, prep_cfg) -> tuple[str, str] | None:
 def cut_prompt(prompt: dict, start: float, end: float, min_phase: float) -> dict | None:
     """The manifest prompt (source seconds) cut to [start, end) and shifted to clip time; None if no
     phase piece of at least `min_phase` seconds is left."""
-    duration = end - start
-    phases = []
-    for p in prompt["phases"]:
-        s, e = max(p["start"], start) - start, min(p["end"], end) - start
-        if e - s >= min_phase - 1e-9:
-            phases.append({k: v for k, v in (("start", round(s, 4)), ("end", round(min(e, duration), 4)),
-                                              ("text", p["text"]), ("action", p.get("action"))) if v is not None})
-    if not phases:
+    structured = from_json({"version": 1, "base": prompt["base"], "phases": prompt["phases"]},
+                           source="manifest prompt")
+    cut, _ = cut_window(structured, start, end, min_piece=min_phase)
+    if not cut.phases:
         return None
-    return to_json(from_json({"version": 1, "duration": duration, "base": prompt["base"], "phases": phases},
-                             source="cut prompt", duration=duration))
+    return to_json(validate(cut, source="cut prompt"))
 
 
 def _merge_speech(speech, duration: float, min_gap: float) -> list[tuple[float, float]]:

@@ -20,14 +20,21 @@ def sample_latents(model, encoder, batch: ClipBatch, num_frames: int, seeds: lis
     noise seeded per clip, the configured sampler and guidance, latent frame 0 = the reference.
     -> latents (B, C, F, h, w), the conditions used, the number of modelled frames T'."""
     first, cond, kept = encoder.prepare_inference(batch, num_frames)
-    F = encoder.codec.num_latent_frames(kept)
-    noise = torch.stack([torch.randn((first.shape[1], F) + tuple(first.shape[3:]),
+    latents = sample_after(model, first, cond, encoder.codec.num_latent_frames(kept), seeds, cfg)
+    return latents, cond, kept
+
+
+@torch.no_grad()
+def sample_after(model, prefix: torch.Tensor, cond, num_latent_frames: int, seeds: list[int], cfg) -> torch.Tensor:
+    """Sample F = num_latent_frames latents whose first P are the clean `prefix` (B, C, P, h, w): the
+    encoded reference (P = 1), or a chained window's motion frames (inference/windows.py).
+    Noise (B, C, F, h, w) is drawn per clip from its seed; -> latents (B, C, F, h, w)."""
+    noise = torch.stack([torch.randn((prefix.shape[1], num_latent_frames) + tuple(prefix.shape[3:]),
                                      generator=torch.Generator().manual_seed(seed)) for seed in seeds])
     s = cfg.sample
     velocity = as_velocity(model, cfg.train.flow.prediction)  # the network may predict x0 or motion
-    latents = sample(velocity, noise.to(first), cond, steps=s.steps, solver=s.solver, shift=cfg.train.flow.shift,
-                     text_scale=s.text_scale, audio_scale=s.audio_scale, first_frame=first)
-    return latents, cond, kept
+    return sample(velocity, noise.to(prefix), cond, steps=s.steps, solver=s.solver, shift=cfg.train.flow.shift,
+                  text_scale=s.text_scale, audio_scale=s.audio_scale, first_frame=prefix)
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

@@ -303,13 +303,3 @@ def test_clip_record_summary_and_plot_png(tmp_path):
     columns = np.nonzero(shaded.sum(0) > 50)[0]
     # the shaded band spans [1, 2] s of the [0, 4] s axis: a quarter of the plot width
     assert 0.2 < (columns.max() - columns.min()) / image.shape[1] < 0.3
-
-
-def test_audio_much_longer_than_the_training_clips_is_warned_about(world, capsys):
-    """Chained windows are not built yet (issue 17, Deliver 1): a long request says it is one long window."""
-    inputs, out = world["inputs"], world["root"] / "long"
-    clip0 = world["clips"][0]
-    sf.write(inputs / "long0.wav", np.concatenate([clip0["audio"], clip0["audio"]]), SR, subtype="FLOAT")
-    assert generate(world, "--reference", str(inputs / "ref0.png"), "--audio", str(inputs / "long0.wav"),
-                    "--prompt", str(inputs / "prompt0.json"), "--out", str(out), "sample.attention_plot=false") == 0
-    assert "long0 is 2.4 s of audio, the model was trained on 1.2 s clips" in capsys.readouterr().out

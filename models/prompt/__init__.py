@@ -14,9 +14,9 @@ from models.prompt.format import (
                                   to_json,
                                   validate,
 )
-from models.prompt.render import normalized_windows, phase_at, to_brief, to_global
+from models.prompt.render import cut_window, normalized_windows, phase_at, to_brief, to_global
 from models.prompt.text_form import from_text, load_prompt, to_text
 
-__all__ = ["PROMPT_JSON_SCHEMA", "PROMPT_JSON_VERSION", "Phase", "PromptError", "StructuredPrompt", "format_seconds",
+__all__ = ["PROMPT_JSON_SCHEMA", "PROMPT_JSON_VERSION", "Phase", "PromptError", "StructuredPrompt", "cut_window", "format_seconds",
            "from_json", "from_text", "load_prompt", "normalized_windows", "phase_at", "to_brief", "to_global",
            "to_json", "to_text", "validate"]

@@ -91,3 +91,24 @@ def phase_at(prompt: StructuredPrompt, t: float) -> int:
         if phase.start <= t < phase.end:
             return number
     return 0
+
+
+def cut_window(prompt: StructuredPrompt, start: float, end: float,
+               min_piece: float = 0.0) -> tuple[StructuredPrompt, list[int]]:
+    """The prompt seen by a window [start, end) of its clip (seconds), in the window's own time.
+
+    Each phase that overlaps the window by at least `min_piece` seconds keeps its text and action with
+    its window clipped to [start, end) and shifted by -start, so a phase cut by a window boundary continues
+    in the next window. Returns the cut prompt (duration end - start; it may have no phase at all when the
+    window falls in a gap: not validated, encode it with encode_prompts) and, per kept phase, its 0-based
+    index in `prompt.phases`. Used by chained-window generation and by real-video clip segmentation."""
+    duration = end - start
+    if duration <= 0:
+        raise PromptError(f"cut_window: empty window [{start}, {end})")
+    phases, kept = [], []
+    for index, p in enumerate(prompt.phases):
+        s, e = max(p.start, start) - start, min(p.end, end) - start
+        if e - s > 0 and e - s >= min_piece - 1e-9:
+            phases.append(type(p)(round(s, 4), round(min(e, duration), 4), p.text, p.action))
+            kept.append(index)
+    return StructuredPrompt(prompt.base, tuple(phases), duration), kept

@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", metavar="DIR", type=Path, help="output dir (default: runs/NAME/generate)")
     generate.add_argument("--overwrite", action="store_true",
                           help="--requests: regenerate requests whose mp4 already exists (default: skip them)")
+    generate.add_argument("--parallel", action="store_true",
+                          help="under torchrun: split the DiT over the processes (sequence parallel, and "
+                               "sample.guidance_parallel ranks per CFG pass group); rank 0 writes")
     generate.set_defaults(handler=run_generate, saves_config=True)
 
     sweep = commands.add_parser("sweep", parents=[common], help="run an ablation sweep and write its table")

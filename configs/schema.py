@@ -306,11 +306,14 @@ class SampleConfig:
     motion_frames: int = 1  # last frames of a window that start the next (the overlap); 1 + 4j for Wan's codec
     window_reference: str = "motion"  # what conditions window k > 0 as "the reference": motion (its first
                                       # frame, as in training) | image (the reference image's latent)
+    device: str = "auto"  # where generation runs: auto (cuda when available) | cpu | cuda
+    guidance_parallel: int = 1  # `generate --parallel`: ranks sharing the CFG passes (1-3); world / this = sequence
 
     def check(self) -> list[Problem]:
         return (_positive(self, "steps", "batch_size", "motion_frames") + _one_of(self, "solver", ("euler", "heun"))
                 + _at_least(self, 0, "num_clips", "window_frames")
-                + _one_of(self, "window_reference", ("motion", "image")))
+                + _one_of(self, "window_reference", ("motion", "image")) + _one_of(self, "device", ("auto", "cpu", "cuda"))
+                + _one_of(self, "guidance_parallel", (1, 2, 3)))
 
 
 @dataclass

@@ -44,15 +44,17 @@ def _mode(args) -> str:
 GENERATION_FAULTS = (RuntimeError, ValueError, OSError)  # out of memory, a bad tensor, a full disk: per request
 
 
-def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
-                      overwrite: bool = False) -> tuple[list[Path], list[dict]]:
+def generate_requests(generator, requests, out_dir: Path, progress: bool = True, overwrite: bool = False,
+                      write: bool = True, existing: set[str] | None = None) -> tuple[list[Path], list[dict]]:
     """Generate `requests` (inference/requests.py) into out_dir; returns the mp4 paths written and the
     results.jsonl records of the requests that failed.
 
     A batch keeps going past a request that fails at generation time: a failed batch is retried one request
     at a time, and each outcome (written / skipped / failed with the reason) is a line of
     out_dir/results.jsonl (rewritten atomically after every batch). A rerun skips requests whose
-    <name>.mp4 already exists (overwrite=True redoes them)."""
+    <name>.mp4 already exists (overwrite=True redoes them). Under `generate --parallel` every rank runs this
+    with the same requests; only rank 0 writes (write=False elsewhere), and `existing` (rank 0's list of
+    videos already there) makes every rank skip the same requests."""
     import json
 
     from common.atomic import atomic_write_text
@@ -78,14 +80,18 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
             fps = generator.cfg.data.fps
             print(f"generate: {request.name}: {request.num_frames / fps:.1f} s of audio -> {len(plan.starts)} "
                   f"chained windows of {length / fps:.2f} s ({motion} motion frame{'s' if motion > 1 else ''})")
+    if existing is None:
+        existing = {r.name for r in requests if (out_dir / f"{r.name}.mp4").is_file()}
     results = {r.name: {"name": r.name, "status": "skipped", "path": str(out_dir / f"{r.name}.mp4")}
-               for r in requests if not overwrite and (out_dir / f"{r.name}.mp4").is_file()}
+               for r in requests if not overwrite and r.name in existing}
     todo = [r for r in requests if r.name not in results]
     seed_of = {r.name: s.seed * 100_003 + i for i, r in enumerate(requests)}  # seeds do not shift on a rerun
-    writer = ClipWriter(generator, out_dir, side_by_side=False, attention_plot=s.attention_plot)
+    writer = ClipWriter(generator, out_dir, side_by_side=False, attention_plot=s.attention_plot, write=write)
     written = []
 
     def record():
+        if not write:
+            return
         lines = [json.dumps(results[r.name]) for r in requests if r.name in results]
         atomic_write_text(out_dir / "results.jsonl", "\n".join(lines) + "\n")
 
@@ -99,7 +105,8 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
         results[request.name] = {"name": request.name, "status": "failed", "source": request.source,
                                  "reason": f"{type(error).__name__}: {error}"}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(todo), desc="generating requests", unit="clip", disable=not progress) as bar:
         for positions, batch in batches(todo, s.batch_size):
             group = [todo[i] for i in positions]
@@ -139,16 +146,27 @@ def cmd_generate(cfg, args) -> int:
     weights = getattr(args, "weights", None) or str(Path(cfg.run.output_dir) / cfg.run.name / "fit")
     resolve_weights(weights)  # CheckpointError naming the path, before the (slow) model build
 
+    if getattr(args, "parallel", False):
+        from inference.parallel import run_parallel
+        return run_parallel(cfg, args, mode, requests, out_dir, weights)
     from inference.generate import Generator
+    written, failed = run_generation(Generator(cfg, weights, progress=True), cfg, args, mode, requests, out_dir)
+    return report(written, failed, out_dir)
+
+
+def run_generation(generator, cfg, args, mode: str, requests, out_dir: Path, write: bool = True,
+                   existing: set[str] | None = None, progress: bool = True) -> tuple[list[Path], list[dict]]:
+    """The generation of one `main.py generate` call, on one rank (write=False: compute only)."""
     from inference.split import generate_split
-    generator = Generator(cfg, weights, progress=True)
-    failed = []
     if mode == "split":
         split = getattr(args, "split", None) or "test"
-        written = generate_split(cfg, out_dir, split, weights, int(cfg.sample.num_clips), True, generator)
-    else:
-        written, failed = generate_requests(generator, requests, out_dir,
-                                            overwrite=bool(getattr(args, "overwrite", False)))
+        return generate_split(cfg, out_dir, split, None, int(cfg.sample.num_clips), progress, generator,
+                              write=write), []
+    return generate_requests(generator, requests, out_dir, progress=progress,
+                             overwrite=bool(getattr(args, "overwrite", False)), write=write, existing=existing)
+
+
+def report(written: list[Path], failed: list[dict], out_dir: Path) -> int:
     print(f"generate: wrote {len(written)} video{'s' if len(written) != 1 else ''} to {out_dir}")
     if failed:
         print(f"generate: {len(failed)} request(s) failed; see {out_dir / 'results.jsonl'}")

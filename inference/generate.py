@@ -19,6 +19,7 @@ is already fixed by the latents being analysed.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from common.errors import CheckpointError
+from configs.loader import ConfigError
 from inference.attention_map import PhaseMass, frame_phase_mass, patch_frame_seconds
 from inference.windows import WindowedClips, generate_windows, window_length, window_limit
 from models.contracts import ClipBatch, Conditions
@@ -36,6 +38,15 @@ from system.weights import read_weights, resolve_weights
 
 ATTENTION_T = 0.5  # the fixed timestep of the attention pass
 ATTENTION_SEED_OFFSET = 1_000_003  # attention-pass noise seed = clip seed + this
+
+
+def resolve_device(name: str) -> torch.device:
+    """sample.device: auto = cuda when available (the local rank's GPU under torchrun), else cpu."""
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("sample.device=cuda but no CUDA device is available (use sample.device=auto or cpu)")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 class Generator:
@@ -56,6 +67,10 @@ class Generator:
         load_text_encoder(self.encoder, source, required=True)  # the learned-text ablation's trained table
         self.codec = self.encoder.codec
         self.progress = progress
+        self.device = resolve_device(self.cfg.sample.device)
+        self.model.to(self.device)
+        self.encoder.to(self.device)
+        self.guidance = None  # None = one process; inference/parallel.py sets the multi-rank CFG passes
         window_length(self.cfg, self.codec)  # a bad sample.motion_frames / window_frames fails here
 
     def is_chained(self, num_frames: int) -> bool:
@@ -66,14 +81,19 @@ class Generator:
     @torch.no_grad()
     def latents(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> tuple[torch.Tensor, Conditions, int]:
         """Sampled latents (B, C, F, h, w), the conditions used, and the number of modelled frames T'."""
-        return sample_latents(self.model, self.encoder, batch, num_frames, seeds, self.cfg)
+        return sample_latents(self.model, self.encoder, self._on_device(batch), num_frames, seeds, self.cfg,
+                              self.guidance)
+
+    def _on_device(self, batch: ClipBatch) -> ClipBatch:
+        from lightning.fabric.utilities.apply_func import move_data_to_device
+        return batch if self.device.type == "cpu" else move_data_to_device(batch, self.device)
 
     @torch.no_grad()
     def generate(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> Generated | WindowedClips:
         """Sample and decode: the uint8 video plus the latents and conditions it came from; a clip longer
         than a window is generated as chained windows (inference/windows.py)."""
         if self.is_chained(num_frames):
-            return generate_windows(self, batch, num_frames, seeds, progress=self.progress)
+            return generate_windows(self, self._on_device(batch), num_frames, seeds, progress=self.progress)
         latents, cond, kept = self.latents(batch, num_frames, seeds)
         video = to_uint8_frames(self.codec.decode(latents))[:, :kept]
         if kept < num_frames:

@@ -24,10 +24,12 @@ SUMMARY = "phase_attention_summary.json"
 class ClipWriter:
     """Writes a batch's outputs into `out_dir`; collects the attention records for the summary."""
 
-    def __init__(self, generator, out_dir: Path, side_by_side: bool, attention_plot: bool):
+    def __init__(self, generator, out_dir: Path, side_by_side: bool, attention_plot: bool, write: bool = True):
         self.generator = generator
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.write = write  # False on the other ranks of `generate --parallel`: they compute, rank 0 writes
+        if write:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.side_by_side, self.attention_plot = side_by_side, attention_plot
         self.fps, self.sample_rate = generator.cfg.data.fps, generator.cfg.data.sample_rate
         self.records: list[dict] = []
@@ -40,7 +42,7 @@ class ClipWriter:
         result = self.generator.generate(batch, num_frames, seeds)
         audio = batch.audio.cpu().numpy()
         written = []
-        for b, name in enumerate(names):
+        for b, name in enumerate(names if self.write else []):
             path = self.out_dir / f"{name}.mp4"
             write_video(path, result.frames[b], fps=self.fps, audio=audio[b], sample_rate=self.sample_rate)
             written.append(path)
@@ -61,7 +63,7 @@ class ClipWriter:
         else:
             phase_mass, seconds = self.generator.text_attention(result.latents, result.cond, seeds)
             mass, padding, tokens, layers = phase_mass.mass, phase_mass.padding, phase_mass.tokens, phase_mass.layers
-        for b, name in enumerate(names):
+        for b, name in enumerate(names if self.write else []):
             record = clip_record(name, mass[b], padding[b], tokens[b], seconds, batch.prompt[b], layers,
                                  ATTENTION_T, seeds[b] + ATTENTION_SEED_OFFSET)
             atomic_write_text(self.out_dir / f"{name}_phase_attention.json", json.dumps(record, indent=1))
@@ -70,7 +72,7 @@ class ClipWriter:
 
     def finish(self) -> Path | None:
         """Write phase_attention_summary.json (when attention plots were made)."""
-        if not self.records:
+        if not self.records or not self.write:
             return None
         return atomic_write_text(self.out_dir / SUMMARY, json.dumps(summarize_records(self.records), indent=1))
 

@@ -24,14 +24,15 @@ def clip_name(index: int) -> str:
 def generate_split(cfg, out_dir: Path, split: str = "test", weights=None, num_clips: int = 0,
                    progress: bool = True, generator: Generator | None = None, *,
                    side_by_side: bool | None = None, attention_plot: bool | None = None,
-                   prompts: list[dict] | None = None) -> list[Path]:
+                   prompts: list[dict] | None = None, write: bool = True) -> list[Path]:
     """Generate the first `num_clips` (0 = all) clips of `split` into out_dir; returns the clip_*.mp4 paths.
     side_by_side / attention_plot: None = sample.side_by_side / sample.attention_plot of the config.
-    prompts: one structured prompt (JSON form) per clip instead of the split's own, None = the split's."""
+    prompts: one structured prompt (JSON form) per clip instead of the split's own, None = the split's.
+    write: False on the other ranks of `generate --parallel` (they compute the same clips, rank 0 writes)."""
     generator = generator or Generator(cfg, weights, progress)
     s = generator.cfg.sample
     writer = ClipWriter(generator, out_dir, s.side_by_side if side_by_side is None else side_by_side,
-                        s.attention_plot if attention_plot is None else attention_plot)
+                        s.attention_plot if attention_plot is None else attention_plot, write=write)
     source = generator.system.source
     source.prepare(split, progress)
     dataset = source.dataset(split)

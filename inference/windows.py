@@ -137,7 +137,8 @@ def generate_windows(generator, batch: ClipBatch, num_frames: int, seeds: list[i
             if cfg.sample.window_reference == "image":
                 cond.reference = image
         window_seeds = [seed + k * WINDOW_SEED_STRIDE for seed in seeds]
-        latents = sample_after(generator.model, prefix, cond, codec.num_latent_frames(length), window_seeds, cfg)
+        latents = sample_after(generator.model, prefix, cond, codec.num_latent_frames(length), window_seeds, cfg,
+                               generator.guidance)
         decoded = codec.decode(latents)  # (B, 3, T', H, W)
         if video is None:
             video = decoded.new_zeros(decoded.shape[:2] + (num_frames,) + decoded.shape[3:])

@@ -114,6 +114,18 @@ class WanDiT(nn.Module):
 
     # --------------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditions, return_aux: bool = False):
+        tokens, e, e0, inp, grid = self.embed(x, t, cond)
+        for block in self.blocks:
+            tokens = block(tokens, e0, inp)
+        out = self._unpatchify(self.head(tokens, e), grid)
+        if not return_aux:
+            return out
+        return out, inp.aux
+
+    def embed(self, x: torch.Tensor, t: torch.Tensor, cond: Conditions):
+        """Everything before the blocks: tokens (B, L, dim), e (B, G, dim), e0 (B, G, 6, dim), the blocks'
+        inputs and the token grid (F', H', W'). Separate so that a parallel wrapper
+        (models/sequence_parallel.py) can shard the token axis between embedding and blocks."""
         B, _, F, H, W = x.shape
         pt, ph, pw = self.patch_size
         if F % pt or H % ph or W % pw:
@@ -123,13 +135,7 @@ class WanDiT(nn.Module):
         if self.reference_embedding is not None:
             tokens = tokens + self._reference_tokens(x, cond)
         e, e0 = self._embed_time(t, B, grid)
-        inp = self._block_inputs(x, cond, grid)
-        for block in self.blocks:
-            tokens = block(tokens, e0, inp)
-        out = self._unpatchify(self.head(tokens, e), grid)
-        if not return_aux:
-            return out
-        return out, inp.aux
+        return tokens, e, e0, self._block_inputs(x, cond, grid), grid
 
     def _reference_tokens(self, x: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """The clean frame-0 latent (B, C, 1, H, W), repeated over frames and embedded: (B, L, dim).

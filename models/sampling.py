@@ -21,16 +21,28 @@ def _with_keep(cond: Conditions, text: bool, audio: bool, batch: int, device=Non
     return cond.replace(keep_text=keep(text), keep_audio=keep(audio))
 
 
+def guidance_passes(text_scale: float, audio_scale: float) -> list[tuple[bool, bool]]:
+    """(keep text, keep audio) of each network pass: v(text, audio)[, v(text, ∅), v(∅, ∅)]."""
+    if text_scale == 1.0 and audio_scale == 1.0:
+        return [(True, True)]
+    return [(True, True), (True, False), (False, False)]
+
+
+def combine_guidance(velocities: list[torch.Tensor], text_scale: float, audio_scale: float) -> torch.Tensor:
+    """The dual-CFG formula above over the passes of `guidance_passes`, in that order."""
+    if len(velocities) == 1:
+        return velocities[0]
+    v_full, v_text, v_none = velocities
+    return v_none + text_scale * (v_text - v_none) + audio_scale * (v_full - v_text)
+
+
 def guided_velocity(model: VelocityFn, x: torch.Tensor, t_frames: torch.Tensor, cond: Conditions,
                     text_scale: float = 1.0, audio_scale: float = 1.0) -> torch.Tensor:
-    """Dual-CFG velocity (the 3-pass formula above); 1 pass when both scales are 1."""
+    """Dual-CFG velocity (the 3-pass formula above); 1 pass when both scales are 1.
+    models/sequence_parallel.py guidance_parallel runs the same passes on several ranks."""
     B = x.shape[0]
-    v_full = model(x, t_frames, _with_keep(cond, True, True, B, x.device))
-    if text_scale == 1.0 and audio_scale == 1.0:
-        return v_full
-    v_text = model(x, t_frames, _with_keep(cond, True, False, B, x.device))
-    v_none = model(x, t_frames, _with_keep(cond, False, False, B, x.device))
-    return v_none + text_scale * (v_text - v_none) + audio_scale * (v_full - v_text)
+    return combine_guidance([model(x, t_frames, _with_keep(cond, text, audio, B, x.device))
+                             for text, audio in guidance_passes(text_scale, audio_scale)], text_scale, audio_scale)
 
 
 def timestep_grid(steps: int, shift: float) -> torch.Tensor:
@@ -41,11 +53,12 @@ def timestep_grid(steps: int, shift: float) -> torch.Tensor:
 @torch.no_grad()
 def sample(model: VelocityFn, noise: torch.Tensor, cond: Conditions, steps: int = 40, solver: str = "euler",
            shift: float = 3.0, text_scale: float = 1.0, audio_scale: float = 1.0,
-           first_frame: torch.Tensor | None = None) -> torch.Tensor:
+           first_frame: torch.Tensor | None = None, guidance=guided_velocity) -> torch.Tensor:
     """Integrate dx/dt = v from t = 1 (noise (B, C, F, H, W)) to t = 0.
 
     first_frame (B, C, P, H, W): clean latents kept fixed at frames 0..P-1: the reference (P = 1,
-    image-to-video) or the motion frames carried over from the previous window of a long clip."""
+    image-to-video) or the motion frames carried over from the previous window of a long clip.
+    guidance: the function combining the CFG passes (guided_velocity, or its multi-rank twin)."""
     if solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver {solver!r}; use 'euler' or 'heun'")
     x = noise.clone()
@@ -56,7 +69,7 @@ def sample(model: VelocityFn, noise: torch.Tensor, cond: Conditions, steps: int 
         if clean:
             x_now = torch.cat([first_frame, x_now[:, :, clean:]], 2)
         t_frames = frame_timesteps(torch.full((x.shape[0],), float(t_now), device=x.device), F, clean)
-        return guided_velocity(model, x_now, t_frames, cond, text_scale, audio_scale)
+        return guidance(model, x_now, t_frames, cond, text_scale, audio_scale)
 
     grid = timestep_grid(steps, shift)
     for t_now, t_next in zip(grid[:-1], grid[1:]):

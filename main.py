@@ -99,6 +99,12 @@ def run_generate(cfg, args) -> int:
     return cmd_generate(cfg, args)
 
 
+def run_app(cfg, args) -> int:
+    from inference.web_demo import cmd_app
+
+    return cmd_app(cfg, args)
+
+
 def run_export(cfg, args) -> int:
     from lightning_modules.export import cmd_export
 
@@ -210,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="under torchrun: split the DiT over the processes (sequence parallel, and "
                                "sample.guidance_parallel ranks per CFG pass group); rank 0 writes")
     generate.set_defaults(handler=run_generate, saves_config=True)
+
+    app = commands.add_parser("app", parents=[common],
+                              help="web demo (Gradio): reference + audio + timed phases -> video, in a browser")
+    app.add_argument("--weights", metavar="PATH", help="run dir, .safetensors or .ckpt (default: runs/NAME/fit)")
+    app.add_argument("--enhancer", metavar="DIR", help="prompt-enhancer policy (default: runs/NAME/rl/grpo/final)")
+    app.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
+    app.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    app.set_defaults(handler=run_app, saves_config=False)
 
     sweep = commands.add_parser("sweep", parents=[common], help="run an ablation sweep and write its table")
     sweep.add_argument("sweep_file", metavar="SWEEP.yaml", type=Path, help="e.g. configs/sweeps/actavatar_table4.yaml")

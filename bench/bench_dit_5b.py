@@ -102,6 +102,27 @@ def forward_flops(model, x, t, cond, autocast) -> int:
     return counter.get_total_flops()
 
 
+LINK_GBPS = 450.0  # assumed all-to-all bandwidth per GPU (NVLink 4 on H100/H200 SXM), not measured here
+
+
+def multi_gpu_projection(model, tokens: int, forward_s: float, dtype) -> dict:
+    """A projection, not a measurement: a 40-step, 3-pass clip on G x S GPUs (guidance x Ulysses sequence
+    parallel) from the measured 1-GPU forward, assuming the DiT's compute splits ideally over S (Ulysses
+    splits matmuls by tokens and attention by heads) and each self-attention layer's 4 all-to-alls
+    (q, k, v, out: tokens x dim each, (S-1)/S of it leaving the GPU) run at LINK_GBPS."""
+    bytes_per = 2 if dtype == torch.bfloat16 else 4
+    layers, dim = len(model.blocks), model.cfg.dim
+    rows = []
+    for guidance, sequence in ((1, 1), (1, 2), (1, 4), (1, 8), (3, 1), (2, 4)):
+        comm = 0.0 if sequence == 1 else (layers * 4 * tokens * dim * bytes_per * (sequence - 1) / sequence
+                                          / (LINK_GBPS * 1e9))
+        passes = -(-PASSES // guidance)  # ceil: passes run one after another on a guidance rank
+        clip = STEPS * passes * (forward_s / sequence + comm)
+        rows.append({"gpus": guidance * sequence, "guidance": guidance, "sequence": sequence,
+                     "comm_s_per_forward": round(comm, 4), "clip_s": round(clip, 1)})
+    return {"assumption": f"ideal compute split, {LINK_GBPS:.0f} GB/s all-to-all per GPU, DiT only", "rows": rows}
+
+
 def verdict(met: bool | None) -> str:
     return "smoke run, not a measurement" if met is None else ("met" if met else "NOT met")
 
@@ -165,6 +186,7 @@ def main(argv=None) -> dict:
                   "sequential_s": round(STEPS * PASSES * one, 1), "batched_s": round(STEPS * batched, 1),
                   "goal_s": GOAL_S}
     projection["meets_goal"] = None if args.smoke else min(projection["sequential_s"], projection["batched_s"]) <= GOAL_S
+    projection["multi_gpu"] = multi_gpu_projection(model, tokens, one, dtype)
     result = {"shape": shape, "tokens": tokens, "params": params, "forward_gflop": round(flops / 1e9, 1),
               "rows": rows, "clip_projection": projection, "wall_s": round(time.perf_counter() - began, 1)}
     md = [f"{shape['preset']} DiT, {params / 1e9:.2f} B parameters (audio adapter, PACA on), {shape['dtype']}; "
@@ -174,7 +196,10 @@ def main(argv=None) -> dict:
     md += [f"| {name} | {r['s']} | {r['tflops']} | {r['peak_gib']} |" for name, r in rows.items()]
     md += ["", f"Projected {STEPS}-step clip with {PASSES} guidance passes ({best} backend, DiT only): "
            f"{projection['sequential_s']} s sequential, {projection['batched_s']} s with the passes batched; "
-           f"goal <= {GOAL_S:.0f} s: {verdict(projection['meets_goal'])}."]
+           f"goal <= {GOAL_S:.0f} s: {verdict(projection['meets_goal'])}.", "",
+           f"Projected on more GPUs (`generate --parallel`; {projection['multi_gpu']['assumption']}): "
+           + "; ".join(f"{r['gpus']} GPUs (guidance x{r['guidance']}, sequence x{r['sequence']}) {r['clip_s']} s"
+                       for r in projection["multi_gpu"]["rows"]) + "."]
     args.out.mkdir(parents=True, exist_ok=True)
     write_phase(args.out, "c_dit_5b", result, "\n".join(md))
     print(json.dumps(result, indent=1))

@@ -77,7 +77,7 @@ def parallelize(generator, groups: ParallelGroups):
 
 def run_parallel(cfg, args, mode: str, requests, out_dir: Path, weights) -> int:
     """cmd_generate's work under torchrun (module docstring); the exit status of rank 0 on every rank."""
-    from inference.commands import report, run_generation
+    from inference.batch import report, run_generation
     from inference.generate import Generator
     groups = init_parallel(cfg)
     writer = groups.rank == 0

@@ -88,7 +88,7 @@ class WebDemo:
         """-> (mp4 path, phase-attention png or None, a status line)."""
         import gradio as gr
 
-        from inference.commands import generate_requests
+        from inference.batch import generate_requests
         from inference.requests import INPUT_ERRORS, load_request
         if not reference:
             raise gr.Error("upload a reference image (png or jpg): the person to animate")

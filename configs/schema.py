@@ -304,8 +304,8 @@ class SampleConfig:
     # Audio longer than a window is generated as chained windows (inference/windows.py).
     window_frames: int = 0  # window length in video frames; 0 = the training clip (data.duration * data.fps)
     motion_frames: int = 1  # last frames of a window that start the next (the overlap); 1 + 4j for Wan's codec
-    window_reference: str = "motion"  # what conditions window k > 0 as "the reference": motion (its first
-                                      # frame, as in training) | image (the reference image's latent)
+    window_reference: str = "image"  # what conditions window k > 0 as "the reference": image (the reference
+                                     # image's latent) | motion (its first frame, as in training)
     device: str = "auto"  # where generation runs: auto (cuda when available) | cpu | cuda
     guidance_parallel: int = 1  # `generate --parallel`: ranks sharing the CFG passes (1-3); world / this = sequence
 

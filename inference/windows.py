@@ -15,9 +15,12 @@ windows of T' frames (the codec-valid window length, 100 -> 97) that overlap by 
   the earlier pixels for them and appends the rest; window starts advance by T' - M, and the last
   window is pulled back to end at frame N, so every window has the length the model was trained on;
 - `sample.window_reference`: what window k > 0 takes as "the reference" (the reference embedding, the
-  motion prediction's base, the visual adapter): `motion` = its own first frame, as in training where the
-  reference is frame 0; `image` = the reference image's latent (identity stays anchored, but frame 0 and
-  the reference then differ, which training never showed);
+  motion prediction's base, the visual adapter): `image` (default) = the reference image's latent, so
+  identity stays anchored although frame 0 and the reference then differ, which training never showed;
+  `motion` = its own first frame, as in training where the reference is frame 0. On the demo model
+  (bench/results/long_audio_cpu.md, 6 requests of 12-20 s) `image` keeps Sync-C 0.49 and CSIM 0.88, as
+  high as one long window, where `motion` falls to 0.25 / 0.84 (generated frames become the reference and
+  drift); seams are alike (boundary step 1.07x vs 1.05x the median step at latent starts);
 - noise of window k is seeded with seed + k * WINDOW_SEED_STRIDE (window 0 = the one-window seed).
 
 Trade-off: M = 1 is the only prefix the model saw in training (one clean frame); longer motion prefixes

@@ -12,7 +12,8 @@ GENERATION_FAULTS = (RuntimeError, ValueError, OSError)  # out of memory, a bad 
 
 
 def generate_requests(generator, requests, out_dir: Path, progress: bool = True, overwrite: bool = False,
-                      write: bool = True, existing: set[str] | None = None) -> tuple[list[Path], list[dict]]:
+                      write: bool = True, existing: set[str] | None = None,
+                      retry: bool = True) -> tuple[list[Path], list[dict]]:
     """Generate `requests` (inference/requests.py) into out_dir; returns the mp4 paths written and the
     results.jsonl records of the requests that failed.
 
@@ -21,7 +22,8 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
     out_dir/results.jsonl (rewritten atomically after every batch). A rerun skips requests whose
     <name>.mp4 already exists (overwrite=True redoes them). Under `generate --parallel` every rank runs this
     with the same requests; only rank 0 writes (write=False elsewhere), and `existing` (rank 0's list of
-    videos already there) makes every rank skip the same requests."""
+    videos already there) makes every rank skip the same requests; retry=False there, since a retry after a
+    fault that only rank 0 saw (a failed write) would run model calls the other ranks do not."""
     import json
 
     from common.atomic import atomic_write_text
@@ -80,9 +82,10 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
             try:
                 run(group, batch)
             except GENERATION_FAULTS as error:
-                if len(group) == 1:
-                    fail(group[0], error)
-                for r in group if len(group) > 1 else []:  # alone, so one bad request does not sink its batch
+                if len(group) == 1 or not retry:
+                    for r in group:
+                        fail(r, error)
+                for r in group if len(group) > 1 and retry else []:  # alone: one bad request does not sink its batch
                     try:
                         run([r], next(batches([r], 1))[1])
                     except GENERATION_FAULTS as fault:
@@ -101,7 +104,8 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
 
 
 def run_generation(generator, cfg, args, mode: str, requests, out_dir: Path, write: bool = True,
-                   existing: set[str] | None = None, progress: bool = True) -> tuple[list[Path], list[dict]]:
+                   existing: set[str] | None = None, progress: bool = True,
+                   retry: bool = True) -> tuple[list[Path], list[dict]]:
     """The generation of one `main.py generate` call, on one rank (write=False: compute only)."""
     from inference.split import generate_split
     if mode == "split":
@@ -109,7 +113,8 @@ def run_generation(generator, cfg, args, mode: str, requests, out_dir: Path, wri
         return generate_split(cfg, out_dir, split, None, int(cfg.sample.num_clips), progress, generator,
                               write=write), []
     return generate_requests(generator, requests, out_dir, progress=progress,
-                             overwrite=bool(getattr(args, "overwrite", False)), write=write, existing=existing)
+                             overwrite=bool(getattr(args, "overwrite", False)), write=write, existing=existing,
+                             retry=retry)
 
 
 def report(written: list[Path], failed: list[dict], out_dir: Path) -> int:

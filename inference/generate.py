@@ -108,13 +108,14 @@ class Generator:
 
     @torch.no_grad()
     def text_attention(self, latents: torch.Tensor, cond: Conditions, seeds: list[int],
-                       t: float = ATTENTION_T) -> tuple[PhaseMass, torch.Tensor]:
+                       t: float = ATTENTION_T, clean: int = 1) -> tuple[PhaseMass, torch.Tensor]:
         """Text cross-attention mass per frame and prompt block of clips with these latents (B, C, F, h, w)
-        (one forward pass at timestep t, see the module docstring), and each DiT frame's time in seconds."""
+        (one forward pass at timestep t, see the module docstring), and each DiT frame's time in seconds.
+        clean: latent frames kept clean (1 = the reference; a chained window's motion-frame prefix)."""
         B, F = latents.shape[0], latents.shape[2]
         noise = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(
             seed + ATTENTION_SEED_OFFSET)) for seed in seeds]).to(latents)
-        t_frames = frame_timesteps(torch.full((B,), t, device=latents.device, dtype=latents.dtype), F, True)
+        t_frames = frame_timesteps(torch.full((B,), t, device=latents.device, dtype=latents.dtype), F, clean)
         keep = torch.ones(B, dtype=torch.bool, device=latents.device)
         _, aux = self.model(noisy_latents(latents, noise, t_frames), t_frames,
                             cond.replace(record_text_attention=True, keep_text=keep, keep_audio=keep), return_aux=True)

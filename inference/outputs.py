@@ -40,6 +40,9 @@ class ClipWriter:
 
         ground_truth: uint8 (B, T, H, W, 3) for side-by-side videos (None in request mode)."""
         result = self.generator.generate(batch, num_frames, seeds)
+        # every model call first (the attention pass too), then the files: under `generate --parallel` a
+        # failed write on rank 0 can then never leave the ranks' collectives out of step
+        attention = self._attention(result, seeds) if self.attention_plot else None
         audio = batch.audio.cpu().numpy()
         written = []
         for b, name in enumerate(names if self.write else []):
@@ -50,20 +53,23 @@ class ClipWriter:
                 both = np.concatenate([result.frames[b], ground_truth[b]], axis=2)  # (T, H, 2W, 3)
                 write_video(self.out_dir / f"{name}_side_by_side.mp4", both, fps=self.fps, audio=audio[b],
                             sample_rate=self.sample_rate)
-        if self.attention_plot:
-            self._write_attention(names, batch, result, seeds)
+        if attention is not None and self.write:
+            self._write_attention(names, batch, attention, seeds)
         return written
 
-    def _write_attention(self, names, batch, result, seeds) -> None:
-        from inference.generate import ATTENTION_SEED_OFFSET, ATTENTION_T
-        from inference.plots import plot_phase_attention
+    def _attention(self, result, seeds):
+        """(mass, padding, tokens, frame seconds, layers) of the Fig. 4 pass(es) for a generated batch."""
         from inference.windows import WindowedClips, windowed_text_attention
         if isinstance(result, WindowedClips):  # one pass per window, stitched at clip time
-            mass, padding, tokens, seconds, layers = windowed_text_attention(self.generator, result)
-        else:
-            phase_mass, seconds = self.generator.text_attention(result.latents, result.cond, seeds)
-            mass, padding, tokens, layers = phase_mass.mass, phase_mass.padding, phase_mass.tokens, phase_mass.layers
-        for b, name in enumerate(names if self.write else []):
+            return windowed_text_attention(self.generator, result)
+        phase_mass, seconds = self.generator.text_attention(result.latents, result.cond, seeds)
+        return phase_mass.mass, phase_mass.padding, phase_mass.tokens, seconds, phase_mass.layers
+
+    def _write_attention(self, names, batch, attention, seeds) -> None:
+        from inference.generate import ATTENTION_SEED_OFFSET, ATTENTION_T
+        from inference.plots import plot_phase_attention
+        mass, padding, tokens, seconds, layers = attention
+        for b, name in enumerate(names):
             record = clip_record(name, mass[b], padding[b], tokens[b], seconds, batch.prompt[b], layers,
                                  ATTENTION_T, seeds[b] + ATTENTION_SEED_OFFSET)
             atomic_write_text(self.out_dir / f"{name}_phase_attention.json", json.dumps(record, indent=1))

@@ -8,6 +8,8 @@ ranks); ranks with the same s are one guidance group (the dual-CFG passes of a s
 rank reads the same requests, draws the same noise (seeded per clip on the CPU) and runs the same encoders
 and decoder, so the DiT is the only part that is split; rank 0 alone prints and writes the files.
 Backend: NCCL on GPUs (rank r on cuda:LOCAL_RANK), gloo on CPU (what the exactness tests run on).
+Build the data and codec caches first (`main.py data`, one process), as for ZeRO-3 training: every rank
+would otherwise build them at once.
 Trade-off: encoders and the codec decoder run redundantly on every rank (small next to the DiT's sampling
 steps), which keeps every rank's inputs bit-identical without a broadcast per tensor.
 """
@@ -40,8 +42,11 @@ def init_parallel(cfg) -> ParallelGroups:
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ConfigError("generate --parallel runs under torchrun, e.g. `torchrun --nproc_per_node 2 main.py "
                           "generate --parallel ...` (RANK / WORLD_SIZE are not set)")
+    nccl = torch.cuda.is_available() and cfg.sample.device != "cpu"
+    if nccl:  # NCCL's collectives (and broadcast_object_list) use the current device: this rank's GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.sample.device != "cpu" else "gloo")
+        dist.init_process_group("nccl" if nccl else "gloo")
     import deepspeed.comm
     deepspeed.comm.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -94,7 +99,7 @@ def run_parallel(cfg, args, mode: str, requests, out_dir: Path, weights) -> int:
                 dist.broadcast_object_list(names, src=0)
                 existing = set(names[0])
             written, failed = run_generation(generator, cfg, args, mode, requests, out_dir, write=writer,
-                                             existing=existing, progress=writer)
+                                             existing=existing, progress=writer, retry=False)
             status = report(written, failed, out_dir) if writer else 0
         codes = [status]
         dist.broadcast_object_list(codes, src=0)

@@ -84,7 +84,7 @@ class WebDemo:
             raise gr.Error(str(error)) from None
         return base, rows
 
-    def generate(self, reference, audio_path, base, rows, progress=None):
+    def generate(self, reference, audio_path, base, rows):
         """-> (mp4 path, phase-attention png or None, a status line)."""
         import gradio as gr
 
@@ -102,7 +102,10 @@ class WebDemo:
             raise gr.Error(str(error)) from None
         out_dir = self.out_root / f"{next(self.counter):04d}-{time.strftime('%H%M%S')}"
         started = time.perf_counter()
-        written, failed = generate_requests(self.generator, [request], out_dir, progress=True)
+        try:
+            written, failed = generate_requests(self.generator, [request], out_dir, progress=True)
+        except INPUT_ERRORS as error:  # e.g. audio too short for the codec
+            raise gr.Error(str(error)) from None
         if failed:
             raise gr.Error(f"generation failed: {failed[0]['reason']}")
         plot = out_dir / "web_phase_attention.png"
@@ -144,8 +147,8 @@ def build_app(demo: WebDemo, example: list | None = None):
 
         track = gr.Progress(track_tqdm=True)  # Gradio reads the progress bar from this default argument
 
-        def generate(reference, audio, base, rows, progress=track):
-            return demo.generate(reference, audio, base, rows, progress)
+        def generate(reference, audio, base, rows, progress=track):  # Gradio fills `progress`
+            return demo.generate(reference, audio, base, rows)
 
         for trigger in (audio.change, rows.change):
             trigger(demo.preview, [audio, rows], timeline)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.errors import ConfigError
 from models.contracts import ClipBatch, Conditions
 from models.prompt import cut_window, to_json
 from models.prompt_tokens import structured_prompts
@@ -77,10 +78,10 @@ def window_length(cfg, codec) -> tuple[int, int]:
     motion = int(s.motion_frames)
     if codec.valid_num_frames(motion) != motion:
         valid = [codec.num_video_frames(n) for n in range(1, 4)]
-        raise ValueError(f"sample.motion_frames={motion} is not a length the codec encodes exactly "
+        raise ConfigError(f"sample.motion_frames={motion} is not a length the codec encodes exactly "
                          f"(valid: {', '.join(map(str, valid))}, ...)")
     if codec.num_latent_frames(motion) >= codec.num_latent_frames(length):
-        raise ValueError(f"sample.motion_frames={motion} leaves no new frame in a window of {length} frames "
+        raise ConfigError(f"sample.motion_frames={motion} leaves no new frame in a window of {length} frames "
                          f"(sample.window_frames={s.window_frames}); use fewer motion frames or longer windows")
     return length, motion
 
@@ -102,6 +103,7 @@ class Window:
     cond: Conditions
     seeds: list[int]
     phases: list[list[int]]  # per clip: the request's 0-based phase index of each of this window's phases
+    clean: int = 1  # latent frames of the clean prefix (the reference, or the motion frames)
 
 
 @dataclass
@@ -122,7 +124,7 @@ def generate_windows(generator, batch: ClipBatch, num_frames: int, seeds: list[i
     features = encoder.encode_audio(batch.audio, num_frames) if encoder.audio_encoder is not None else None
     prompts = structured_prompts(batch.prompt)
     image = codec.encode(batch.reference[:, :, None])  # (B, 3, 1, H, W) -> (B, C, 1, h, w)
-    video = None  # (B, 3, N, H, W) in [-1, 1], filled window by window
+    video = None  # uint8 (B, N, H, W, 3) on the CPU, filled window by window (a minute at 720p is 4 GB)
     windows = []
     bar = tqdm(plan.starts, desc=f"windows of {length / fps:.2f} s", unit="window", leave=False,
                disable=not progress or len(plan.starts) < 2)
@@ -136,19 +138,22 @@ def generate_windows(generator, batch: ClipBatch, num_frames: int, seeds: list[i
         if k == 0:
             prefix = image
         else:
-            prefix = codec.encode(video[:, :, start:start + motion])  # (B, 3, M, H, W) -> (B, C, P, h, w)
+            frames = torch.from_numpy(video[:, start:start + motion]).to(image.device)  # (B, M, H, W, 3) uint8
+            frames = frames.permute(0, 4, 1, 2, 3).to(image.dtype).div(127.5).sub(1)  # -> (B, 3, M, H, W)
+            prefix = codec.encode(frames)  # the written pixels, re-encoded: (B, C, P, h, w)
             if cfg.sample.window_reference == "image":
                 cond.reference = image
         window_seeds = [seed + k * WINDOW_SEED_STRIDE for seed in seeds]
         latents = sample_after(generator.model, prefix, cond, codec.num_latent_frames(length), window_seeds, cfg,
                                generator.guidance)
-        decoded = codec.decode(latents)  # (B, 3, T', H, W)
-        if video is None:
-            video = decoded.new_zeros(decoded.shape[:2] + (num_frames,) + decoded.shape[3:])
         a, b = plan.span(k)
-        video[:, :, a:b] = decoded[:, :, a - start:b - start]
-        windows.append(Window(start, latents, cond, window_seeds, [kept for _, kept in cuts]))
-    return WindowedClips(to_uint8_frames(video), plan, windows)
+        decoded = to_uint8_frames(codec.decode(latents)[:, :, a - start:b - start])  # (B, b - a, H, W, 3)
+        if video is None:
+            video = np.zeros((decoded.shape[0], num_frames) + decoded.shape[2:], np.uint8)
+        video[:, a:b] = decoded
+        windows.append(Window(start, latents, cond, window_seeds, [kept for _, kept in cuts],
+                              codec.num_latent_frames(motion) if k else 1))
+    return WindowedClips(video, plan, windows)
 
 
 def windowed_text_attention(generator, clips: WindowedClips) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -164,7 +169,7 @@ def windowed_text_attention(generator, clips: WindowedClips) -> tuple[torch.Tens
     masses, paddings, seconds, layers = [], [], [], []
     tokens = torch.zeros(B, K, dtype=torch.long)
     for k, window in enumerate(clips.windows):
-        phase_mass, local = generator.text_attention(window.latents, window.cond, window.seeds)
+        phase_mass, local = generator.text_attention(window.latents, window.cond, window.seeds, clean=window.clean)
         layers = phase_mass.layers
         at = local + window.start / fps
         a, b = clips.plan.span(k)

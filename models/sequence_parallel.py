@@ -17,7 +17,7 @@ three velocities with the same formula as one process.
 
 Trade-off: the blocks' inputs are built in full on every rank (patch, text and time embeddings, RoPE
 tables) and then sliced: a few percent of a step, and WanDiT stays unaware of parallelism. L must be a
-multiple of P and the head count of P (checked, with the numbers, on the first call).
+multiple of P and the head count of P (checked with the numbers: heads when wrapping, tokens per call).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from common.errors import ConfigError
 from models.attention import attention, merge_heads
 from models.rope import apply_rope
 
@@ -90,7 +91,7 @@ class SequenceParallelDiT(nn.Module):
         self.rank, self.size = dist.get_rank(group), dist.get_world_size(group)
         heads = model.cfg.num_heads
         if heads % self.size:
-            raise ValueError(f"sequence parallel over {self.size} ranks needs the DiT's {heads} heads to be a "
+            raise ConfigError(f"sequence parallel over {self.size} ranks needs the DiT's {heads} heads to be a "
                              f"multiple of {self.size}")
         for block in model.blocks:  # an instance attribute, like activation checkpointing: weights unchanged
             distributed = DistributedAttention(_LocalAttention(), group, scatter_idx=2, gather_idx=1)
@@ -105,7 +106,7 @@ class SequenceParallelDiT(nn.Module):
         tokens, e, e0, inp, grid = model.embed(x, t, cond)
         L = tokens.shape[1]
         if L % self.size:
-            raise ValueError(f"sequence parallel over {self.size} ranks: {L} video tokens (grid {grid}) are not a "
+            raise ConfigError(f"sequence parallel over {self.size} ranks: {L} video tokens (grid {grid}) are not a "
                              f"multiple of {self.size}; change the frame count or resolution, or use fewer ranks")
         if inp.region_tokens is not None:
             raise ValueError("sequence parallel is for inference: the localisation loss (region tokens) is not sharded")

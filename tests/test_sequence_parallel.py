@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from common.errors import ConfigError
 from models.audio import AudioConfig
 from models.contracts import Conditions
 from models.dit import WanDiT
@@ -120,11 +121,11 @@ def test_indivisible_heads_or_tokens_are_refused_with_the_numbers(monkeypatch):
     import models.sequence_parallel as sp
     monkeypatch.setattr(sp.dist, "get_rank", lambda group=None: 0)
     monkeypatch.setattr(sp.dist, "get_world_size", lambda group=None: 3)
-    with pytest.raises(ValueError, match="4 heads to be a multiple of 3"):
+    with pytest.raises(ConfigError, match="4 heads to be a multiple of 3"):
         sp.SequenceParallelDiT(_model())
     monkeypatch.setattr(sp.dist, "get_world_size", lambda group=None: 4)
     x, t, cond = _inputs(3, "sample")
-    with pytest.raises(ValueError, match=r"18 video tokens \(grid \(3, 2, 3\)\) are not a multiple of 4"):
+    with pytest.raises(ConfigError, match=r"18 video tokens \(grid \(3, 2, 3\)\) are not a multiple of 4"):
         sp.SequenceParallelDiT(_model())(x, t, cond)
 
 

@@ -52,6 +52,8 @@ def _join_in_order(clauses: list[str]) -> str:
 def to_global(prompt: StructuredPrompt) -> str:
     """Flat prompt of the paper's global-prompt baseline: same content, no timing."""
     clauses = [_as_clause(phase.text) for phase in prompt.phases]
+    if not clauses:  # a chained window inside a gap between phases (inference/windows.py)
+        return _as_sentence(prompt.base)
     return f"{_as_sentence(prompt.base)} {_join_in_order(clauses)}"
 
 

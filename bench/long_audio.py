@@ -2,8 +2,9 @@
 that cross them, on SynthAvatar requests of 12-20 s made by the data generator (held-out test looks).
 
 For each request the generator's ground truth is rendered at the same length, the request is generated
-by the trained weights (`--weights`) under each arm (an arm = config overrides; default: chained windows
-with window_reference=motion, with =image, and the whole clip as one long window), and scored:
+by the trained weights (`--weights`) under each arm (an arm = config overrides: chained windows as
+configured, with 1 motion frame, with 1 motion frame and the motion frame as reference, and the whole
+request as one long window), and scored:
 
 - frame difference d_t = mean |f_t - f_{t-1}| (uint8 pixels); boundary ratio = mean d at the first frame
   each window k > 0 contributes / median d elsewhere (target <= 1.5); the same ratio on the ground truth
@@ -39,9 +40,9 @@ from evaluation.probe_train import get_probe
 from models.contracts import ClipBatch
 from synthavatar.clip import render_clip, sample_clip_spec
 
-ARMS = {"motion": ["sample.window_reference=motion"],  # chained windows, reference = the window's first frame
-        "image": ["sample.window_reference=image"],  # chained windows, reference = the reference image
-        "motion5": ["sample.motion_frames=5"],  # chained windows, 5 motion frames (2 clean latents)
+ARMS = {"default": [],  # chained windows as configured (base.yaml: reference = image, 5 motion frames)
+        "m1_image": ["sample.motion_frames=1", "sample.window_reference=image"],  # 1 motion frame
+        "m1_motion": ["sample.motion_frames=1", "sample.window_reference=motion"],  # + the window's first frame as reference
         "one_window": ["sample.window_frames=100000", "model.text.max_tokens=384"]}  # one long window (a long prompt needs the tokens)
 
 

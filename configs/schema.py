@@ -303,7 +303,7 @@ class SampleConfig:
     attention_plot: bool = True  # Fig. 4: cross-attention mass per phase over time (PNG)
     # Audio longer than a window is generated as chained windows (inference/windows.py).
     window_frames: int = 0  # window length in video frames; 0 = the training clip (data.duration * data.fps)
-    motion_frames: int = 1  # last frames of a window that start the next (the overlap); 1 + 4j for Wan's codec
+    motion_frames: int = 5  # last frames of a window that start the next (the overlap); 1 + 4j for Wan's codec
     window_reference: str = "image"  # what conditions window k > 0 as "the reference": image (the reference
                                      # image's latent) | motion (its first frame, as in training)
     device: str = "auto"  # where generation runs: auto (cuda when available) | cpu | cuda

@@ -141,7 +141,7 @@ def test_window_reference_image_conditions_later_windows_on_the_reference_image(
 
 
 def test_global_prompt_rows_generate_windows_that_fall_between_phases(world):
-    generator = generator_for(world, "model.text.prompt_mode=global")
+    generator = generator_for(world, "model.text.prompt_mode=global", "sample.motion_frames=1")
     batch = long_batch(world, generator)
     prompt = batch.prompt[0] | {"phases": [{"start": 0.2, "end": 1.0, "text": "waves"},
                                            {"start": 3.0, "end": 3.5, "text": "nods"}]}
@@ -176,7 +176,7 @@ def test_long_request_writes_one_mp4_with_the_whole_audio_and_a_stitched_attenti
     assert main.main(["generate", "-e", "smoke", "--reference", str(inputs / "ref.png"), "--audio",
                       str(inputs / "long.wav"), "--prompt", str(inputs / "long.json"), "--out", str(out),
                       *world["overrides"]]) == 0
-    assert "long: 3.6 s of audio -> 4 chained windows of 1.16 s (1 motion frame)" in capsys.readouterr().out
+    assert "long: 3.6 s of audio -> 4 chained windows of 1.16 s (5 motion frames)" in capsys.readouterr().out
     video = read_video(out / "long.mp4", sample_rate=SR)
     assert video.frames.shape[0] == 90 and abs(len(video.audio) - 90 * SR / FPS) <= SR / FPS / 2
     n = min(len(video.audio), len(world["audio"]))
@@ -186,6 +186,7 @@ def test_long_request_writes_one_mp4_with_the_whole_audio_and_a_stitched_attenti
     assert np.all(np.diff(seconds) > 0) and seconds[0] < 0.1 and seconds[-1] > 3.4  # the whole clip, in order
     mass = np.array([b["mass"] for b in record["blocks"]])  # (K + 1, F): the request's blocks
     assert mass.shape == (3, len(seconds)) and np.allclose(mass.sum(0), 1, atol=1e-5)
-    # phase 2 (2.6-3.4 s) is in no window that starts before 2.24 s, so no frame before it attends to it
-    assert np.all(mass[2, seconds < 2.2] == 0) and mass[2, (seconds > 2.6) & (seconds < 3.4)].min() > 0
+    # windows start at 0, 0.96, 1.92, 2.44 s (5 motion frames); phase 2 (2.6-3.4 s) is first in the window
+    # from 1.92 s, whose own frames start at 2.12 s: no frame before that attends to it
+    assert np.all(mass[2, seconds < 2.1] == 0) and mass[2, (seconds > 2.6) & (seconds < 3.4)].min() > 0
     assert [b["window"] for b in record["blocks"][1:]] == [[0.2, 1.5], [2.6, 3.4]]

@@ -107,7 +107,6 @@ def run_arm(name: str, overrides: list[str], base_cfg_args, clips: list[dict], p
     from inference.windows import plan_windows, window_length
     cfg = load_config(base_cfg_args[0], base_cfg_args[1] + overrides)
     generator = Generator(cfg, base_cfg_args[2], progress=False)
-    # every arm is scored at the seams of the default chained plan (the one-window arm has none of its own)
     length, motion = window_length(load_config(base_cfg_args[0], base_cfg_args[1]), generator.codec)
     rows, started = [], time.perf_counter()
     for i, clip in enumerate(clips):
@@ -116,8 +115,9 @@ def run_arm(name: str, overrides: list[str], base_cfg_args, clips: list[dict], p
                           prompt=[clip["prompt"]], audio=torch.from_numpy(clip["audio"])[None], num_frames=N)
         result = generator.generate(batch, N, [seed + i])
         video = result.frames[0]
-        plan = plan_windows(N, length, motion)  # where the seams of the chained arms are (all arms scored there)
-        own = getattr(result, "plan", None)  # the one-window arm: one window from frame 0
+        own = getattr(result, "plan", None)  # None: the one-window arm (one window from frame 0)
+        # a chained arm is scored at its own seams; the one-window arm at the default plan's, for reference
+        plan = own or plan_windows(N, length, motion)
         spans = [(0, 0, N)] if own is None else [(s, *own.span(k)) for k, s in enumerate(own.starts)]
         matched = latent_starts(spans, generator.codec.temporal_stride, plan.boundaries)
         score = score_video(probe, video, clip["audio"], clip, cfg)

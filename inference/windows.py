@@ -18,16 +18,16 @@ windows of T' frames (the codec-valid window length, 100 -> 97) that overlap by 
   motion prediction's base, the visual adapter): `image` (default) = the reference image's latent, so
   identity stays anchored although frame 0 and the reference then differ, which training never showed;
   `motion` = its own first frame, as in training where the reference is frame 0. On the demo model
-  (bench/results/long_audio_cpu.md, 6 requests of 12-20 s) `image` keeps Sync-C 0.49 and CSIM 0.88, as
-  high as one long window, where `motion` falls to 0.25 / 0.84 (generated frames become the reference and
-  drift); seams are alike (boundary step 1.07x vs 1.05x the median step at latent starts);
+  (bench/results/long_audio_cpu.md, 6 requests of 12-20 s, 1 motion frame) `image` keeps Sync-C 0.49 and
+  CSIM 0.88, as high as one long window, where `motion` falls to 0.25 / 0.84 (generated frames become the
+  reference and lip motion fades); seams are alike (1.07x vs 1.05x the clip's other latent-frame steps);
 - noise of window k is seeded with seed + k * WINDOW_SEED_STRIDE (window 0 = the one-window seed).
 
 Trade-off: M = 1 is the only prefix the model saw in training (one clean frame); longer prefixes carry the
 motion across the seam but are out of distribution for a model not trained with them. Measured on the demo
-model (6 requests, one seed): M = 5 (two clean latents, the default) makes the seam steps smaller than the
-clip's other latent-frame steps (0.77x frame difference, 0.72x probe pose jump, against 1.07x / 1.18x with
-M = 1) at equal Sync-C / CSIM; it costs 4 of each window's 97 frames.
+model (bench/results/long_audio_cpu.md, 6 requests, one seed), against the clip's other latent-frame steps:
+M = 5 (two clean latents, the default) 1.07x frame difference / 1.08x probe pose jump at the seams, Sync-C
+0.50; M = 1: 1.07x / 1.18x, Sync-C 0.49 -- a small difference; M = 5 costs 4 of each window's 97 frames.
 The pulled-back last window recomputes up to T' - M frames of its predecessor.
 """
 from __future__ import annotations

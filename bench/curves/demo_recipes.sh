@@ -26,7 +26,7 @@ declare -A RUNS=(
   [motion_noaudio]="$M model.audio.enabled=false"             # modal competition? text alone, no audio path
   [motion_heads4]="$M model.dit.num_heads=4"                   # 4 heads of 32: room to attend to the phase tokens beside the base
   [motion_synthdit]="$M model.preset=synth"                    # the 7.1M-parameter GPU DiT (192 wide, 8 blocks) at the demo scale
-  [x0]="train.flow.prediction=x0"                              # not run yet: the DiT predicts x0
+  [x0]="train.flow.prediction=x0 sample.audio_scale=1.0"      # the DiT predicts x0 (scored without guidance, as the motion rows)
   [data1024]="$M data.num_train=1024"                          # not run yet: 8x the clips (each seen ~3x)
 )
 for name in "${@:-base motion}"; do

@@ -23,6 +23,14 @@ from configs.loader import load_config
 from synthavatar.dataset import generate_split
 
 
+def print_and_write(text: str, result: dict, out: Path | None) -> None:
+    """Print a benchmark's markdown; with `out`, also write it as out.md and `result` as out.json."""
+    print(text)
+    if out:
+        atomic_write_text(out.with_suffix(".md"), text + "\n")
+        atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=1))
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -14,7 +14,6 @@ generator back; the static row is the floor the generator must leave.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,8 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_synthavatar import machine
-from common.atomic import atomic_write_text
+from bench.bench_synthavatar import machine, print_and_write
 from common.video_io import read_video, write_video
 from configs.loader import load_config
 from evaluation.evaluator import score_set, window_features
@@ -96,10 +94,7 @@ def main() -> None:
             print(name, {k: round(v[0], 3) for k, v in table[name].items()}, flush=True)
     text = (f"# The judge on degraded ground truth ({len(clips)} held-out test clips, {machine()})\n\n"
             f"Command: `python bench/judge_check.py {' '.join(sys.argv[1:])}`\n\n" + to_markdown(table))
-    print(text)
-    if args.out:
-        atomic_write_text(args.out.with_suffix(".md"), text + "\n")
-        atomic_write_text(args.out.with_suffix(".json"), json.dumps(table, indent=1))
+    print_and_write(text, table, args.out)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_synthavatar import machine
-from common.atomic import atomic_write_text
+from bench.bench_synthavatar import machine, print_and_write
 from configs.loader import load_config
 from evaluation import metrics
 from evaluation.evaluator import requested_phases, score_video
@@ -232,10 +231,7 @@ def main() -> None:
             f"{result['machine']})\n\nCommand: `{result['command']}`\n\n" + to_markdown(result))
     if "sixty" in result:
         text += "\n\n60 s request through `main.py generate`: " + json.dumps(result["sixty"])
-    print(text)
-    if args.out:
-        atomic_write_text(args.out.with_suffix(".md"), text + "\n")
-        atomic_write_text(args.out.with_suffix(".json"), json.dumps(result, indent=1))
+    print_and_write(text, result, args.out)
 
 
 if __name__ == "__main__":

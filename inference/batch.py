@@ -41,14 +41,13 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
                              f"{codec.num_video_frames(2) / generator.cfg.data.fps:.2f} s)")
     if s.side_by_side:
         print("generate: sample.side_by_side needs ground truth; only --split writes side-by-side videos")
+    fps = generator.cfg.data.fps
     for request in requests:  # say how a long request is generated (inference/windows.py)
-        if generator.is_chained(request.num_frames):
-            from inference.windows import plan_windows, window_length
-            length, motion = window_length(generator.cfg, codec)
-            plan = plan_windows(request.num_frames, length, motion)
-            fps = generator.cfg.data.fps
+        plan = generator.window_plan(request.num_frames)
+        if plan is not None:
             print(f"generate: {request.name}: {request.num_frames / fps:.1f} s of audio -> {len(plan.starts)} "
-                  f"chained windows of {length / fps:.2f} s ({motion} motion frame{'s' if motion > 1 else ''})")
+                  f"chained windows of {plan.length / fps:.2f} s "
+                  f"({plan.motion} motion frame{'s' if plan.motion > 1 else ''})")
     if existing is None:
         existing = {r.name for r in requests if (out_dir / f"{r.name}.mp4").is_file()}
     results = {r.name: {"name": r.name, "status": "skipped", "path": str(out_dir / f"{r.name}.mp4")}
@@ -82,14 +81,15 @@ def generate_requests(generator, requests, out_dir: Path, progress: bool = True,
             try:
                 run(group, batch)
             except GENERATION_FAULTS as error:
-                if len(group) == 1 or not retry:
+                if len(group) > 1 and retry:  # alone: one bad request does not sink its batch
+                    for r in group:
+                        try:
+                            run([r], next(batches([r], 1))[1])
+                        except GENERATION_FAULTS as fault:
+                            fail(r, fault)
+                else:
                     for r in group:
                         fail(r, error)
-                for r in group if len(group) > 1 and retry else []:  # alone: one bad request does not sink its batch
-                    try:
-                        run([r], next(batches([r], 1))[1])
-                    except GENERATION_FAULTS as fault:
-                        fail(r, fault)
             bar.update(len(group))
             record()
     writer.finish()

@@ -29,7 +29,7 @@ import torch
 from common.errors import CheckpointError
 from configs.loader import ConfigError
 from inference.attention_map import PhaseMass, frame_phase_mass, patch_frame_seconds
-from inference.windows import WindowedClips, generate_windows, window_length, window_limit
+from inference.windows import WindowedClips, WindowPlan, generate_windows, window_length, window_limit, window_plan
 from models.contracts import ClipBatch, Conditions
 from models.flow_matching import frame_timesteps, noisy_latents
 from system.build import build_system, load_text_encoder
@@ -77,6 +77,10 @@ class Generator:
         """Whether a clip of num_frames is generated as chained windows (inference/windows.py): longer than
         sample.window_frames (default the training clip; up to that, one window with the codec's hold)."""
         return num_frames > window_limit(self.cfg)
+
+    def window_plan(self, num_frames: int) -> WindowPlan | None:
+        """The chained windows of a num_frames request (None: one window)."""
+        return window_plan(self.cfg, self.codec, num_frames)
 
     @torch.no_grad()
     def latents(self, batch: ClipBatch, num_frames: int, seeds: list[int]) -> tuple[torch.Tensor, Conditions, int]:

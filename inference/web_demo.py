@@ -18,7 +18,15 @@ import os
 import time
 from pathlib import Path
 
-from inference.web_inputs import ROW_HEADERS, WebInputError, enhance_rows, prompt_from_rows, read_audio, waveform_figure
+from inference.web_inputs import (
+    NO_AUDIO,
+    ROW_HEADERS,
+    WebInputError,
+    enhance_rows,
+    prompt_from_rows,
+    read_audio,
+    waveform_figure,
+)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from the demo
 
@@ -38,6 +46,13 @@ class WebDemo:
         self.enhancer = Path(enhancer) if enhancer else None
         self.out_root = Path(out_root)
         self.counter = itertools.count(1)
+        self._audio = (None, None)  # (path, waveform) of the last upload: redraws do not decode it again
+
+    def _wave(self, audio_path):
+        """The uploaded audio, decoded once per upload (WebInputError on a fault)."""
+        if self._audio[0] != audio_path:
+            self._audio = (audio_path, read_audio(audio_path, int(self.cfg.data.sample_rate)))
+        return self._audio[1]
 
     def example(self) -> list | None:
         """[reference png, speech wav, base, rows] of the first SynthAvatar test clip at 3x its length (so
@@ -67,7 +82,7 @@ class WebDemo:
     def preview(self, audio_path, rows):
         """The waveform with the phase rows over it (redrawn on every edit)."""
         try:
-            wave = read_audio(audio_path, int(self.cfg.data.sample_rate)) if audio_path else None
+            wave = self._wave(audio_path) if audio_path else None
         except WebInputError:
             wave = None  # the Generate button reports the audio's fault
         return waveform_figure(wave, int(self.cfg.data.sample_rate), rows)
@@ -78,7 +93,7 @@ class WebDemo:
             raise gr.Error("no prompt enhancer: start the app with --enhancer DIR (a policy trained by "
                            "`main.py rl`, e.g. runs/NAME/rl/grpo/final)")
         try:
-            wave = read_audio(audio_path, int(self.cfg.data.sample_rate))
+            wave = self._wave(audio_path)
             base, rows, _ = enhance_rows(self.enhancer, short, wave, int(self.cfg.data.sample_rate), attributes)
         except WebInputError as error:
             raise gr.Error(str(error)) from None
@@ -92,10 +107,10 @@ class WebDemo:
         from inference.requests import INPUT_ERRORS, load_request
         if not reference:
             raise gr.Error("upload a reference image (png or jpg): the person to animate")
+        if not audio_path:
+            raise gr.Error(NO_AUDIO)
         try:
-            wave = read_audio(audio_path, int(self.cfg.data.sample_rate))
-            duration = len(wave) / int(self.cfg.data.sample_rate)
-            prompt = prompt_from_rows(base, rows, duration)
+            prompt = prompt_from_rows(base, rows)  # load_request reads the audio and checks the windows on it
             request = load_request(Path(reference), Path(audio_path), prompt, self.cfg.data, "web",
                                    source="web demo")
         except (WebInputError, *INPUT_ERRORS) as error:
@@ -109,10 +124,8 @@ class WebDemo:
         if failed:
             raise gr.Error(f"generation failed: {failed[0]['reason']}")
         plot = out_dir / "web_phase_attention.png"
-        windows = ""
-        if self.generator.is_chained(request.num_frames):
-            from inference.windows import plan_windows, window_length
-            windows = f", {len(plan_windows(request.num_frames, *window_length(self.cfg, self.generator.codec)).starts)} windows"
+        plan = self.generator.window_plan(request.num_frames)
+        windows = "" if plan is None else f", {len(plan.starts)} windows"
         status = (f"{request.num_frames / float(self.cfg.data.fps):.1f} s of video{windows} in "
                   f"{time.perf_counter() - started:.1f} s; saved in {out_dir}")
         return str(written[0]), str(plot) if plot.is_file() else None, status

@@ -17,6 +17,7 @@ import numpy as np
 from models.prompt import PromptError, from_json, to_json
 
 ROW_HEADERS = ["phase text", "start (s)", "end (s)"]
+NO_AUDIO = "upload the speech audio (wav, flac or mp3)"
 
 
 class WebInputError(ValueError):
@@ -67,7 +68,7 @@ def read_audio(path: str | Path | None, sample_rate: int) -> np.ndarray:
     from common.errors import AudioError
     from inference.requests import load_request_audio
     if not path:
-        raise WebInputError("upload the speech audio (wav, flac or mp3)")
+        raise WebInputError(NO_AUDIO)
     try:
         return load_request_audio(path, sample_rate)
     except AudioError as error:

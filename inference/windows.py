@@ -89,6 +89,13 @@ def window_length(cfg, codec) -> tuple[int, int]:
     return length, motion
 
 
+def window_plan(cfg, codec, num_frames: int) -> WindowPlan | None:
+    """The chained-window plan of an N-frame request under cfg.sample; None when it is one window."""
+    if num_frames <= window_limit(cfg):
+        return None
+    return plan_windows(num_frames, *window_length(cfg, codec))
+
+
 def plan_windows(total: int, length: int, motion: int) -> WindowPlan:
     """Starts 0, T' - M, 2 (T' - M), ... with the last window pulled back to end at frame N (N > T')."""
     if total <= length:
@@ -122,8 +129,8 @@ def generate_windows(generator, batch: ClipBatch, num_frames: int, seeds: list[i
     """Chained-window generation of a batch of N-frame requests (module docstring)."""
     encoder, codec, cfg = generator.encoder, generator.codec, generator.cfg
     fps = float(cfg.data.fps)
-    length, motion = window_length(cfg, codec)
-    plan = plan_windows(num_frames, length, motion)
+    plan = generator.window_plan(num_frames)
+    length, motion = plan.length, plan.motion
     features = encoder.encode_audio(batch.audio, num_frames) if encoder.audio_encoder is not None else None
     prompts = structured_prompts(batch.prompt)
     image = codec.encode(batch.reference[:, :, None])  # (B, 3, 1, H, W) -> (B, C, 1, h, w)

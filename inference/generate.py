@@ -34,7 +34,7 @@ from models.contracts import ClipBatch, Conditions
 from models.flow_matching import frame_timesteps, noisy_latents
 from system.build import build_system, load_text_encoder
 from system.sampling import sample_latents, to_uint8_frames
-from system.weights import read_weights, resolve_weights
+from system.weights import check_codec, read_weights, resolve_weights
 
 ATTENTION_T = 0.5  # the fixed timestep of the attention pass
 ATTENTION_SEED_OFFSET = 1_000_003  # attention-pass noise seed = clip seed + this
@@ -55,6 +55,7 @@ class Generator:
         self.cfg = self.system.cfg
         source = weights or Path(cfg.run.output_dir) / cfg.run.name / "fit"
         self.model = self.system.model.eval()
+        check_codec(source, self.system.encoder.codec.key)
         try:
             self.model.load_state_dict(read_weights(source))
         except RuntimeError as error:  # missing / unexpected / mis-shaped keys

@@ -116,7 +116,7 @@ def export_weights(source: str | Path, out: str | Path | None = None, dtype: str
     tensors = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in state.items()}
     atomic_write(out, lambda tmp: save_file(tensors, tmp))
-    description = (meta or {}) | found | {"dtype": dtype, "tensors": len(tensors),
+    description = _run_codec(Path(found["source"])) | (meta or {}) | found | {"dtype": dtype, "tensors": len(tensors),
                                           "parameters": sum(t.numel() for t in tensors.values())}
     atomic_write_text(out.with_suffix(".json"), json.dumps(description, indent=1, default=str))
     text = text_encoder_weights(source, ema)
@@ -126,6 +126,19 @@ def export_weights(source: str | Path, out: str | Path | None = None, dtype: str
     if config is not None:
         atomic_write_text(out.parent / CONFIG, json.dumps(config, indent=1, default=str))
     return out
+
+
+def _run_codec(checkpoint: Path) -> dict:
+    """The codec key the fit run recorded (its weights.json), so exported weights keep their latent space's
+    identity and `train.init_from` / `generate` can refuse them under another codec ({} when unknown)."""
+    for directory in checkpoint.parents:
+        found = directory / "weights.json"
+        if found.is_file():
+            key = json.loads(found.read_text()).get("codec_key")
+            return {"codec_key": key} if key else {}
+        if (directory / "resolved_config.yaml").is_file():
+            return {}
+    return {}
 
 
 def _run_config(checkpoint: Path) -> dict | None:

@@ -23,7 +23,7 @@ from lightning_modules.media import SampleVideos
 from lightning_modules.trainer import build_trainer
 from models.parallel import apply_activation_checkpointing
 from system.build import build_system, load_text_encoder
-from system.weights import read_weights
+from system.weights import check_codec, read_weights
 
 
 def resume_path(resume: str, checkpoint_dir: Path, trainer=None) -> str | None:
@@ -61,13 +61,13 @@ def cmd_fit(cfg, args) -> int:
           f"of {sum(p.numel() for p in system.model.parameters()):,} DiT parameters "
           f"({len(module.trained)} tensors) for {typed.train.max_steps} steps")
     checkpoint_dir = run_dir / "checkpoints"
+    meta = {"run": typed.run.name, "stage": typed.train.stage, "codec_key": system.encoder.codec.key}
     callbacks = [StepCheckpoint(checkpoint_dir, typed.train.ckpt_every, typed.train.keep_last),
-                 ExportWeights(run_dir, {"run": typed.run.name, "stage": typed.train.stage},
+                 ExportWeights(run_dir, meta,
                                OmegaConf.to_container(cfg, resolve=True)),
                  SampleVideos(system.source, run_dir / "samples", typed.train.sample_clips)]
     if typed.train.snapshot_at:
-        callbacks.append(WeightSnapshots(run_dir / "snapshots", typed.train.snapshot_at,
-                                         {"run": typed.run.name, "stage": typed.train.stage},
+        callbacks.append(WeightSnapshots(run_dir / "snapshots", typed.train.snapshot_at, meta,
                                          OmegaConf.to_container(cfg, resolve=True)))
     trainer = build_trainer(typed, run_dir, callbacks, progress=not getattr(args, "quiet", False))
     datamodule = ClipDataModule(system.source, train_steps=typed.train.max_steps, seed=typed.run.seed)
@@ -82,6 +82,7 @@ def cmd_fit(cfg, args) -> int:
 def cmd_validate(cfg, args) -> int:
     system = build_system(cfg, load_init=False)
     source = args.weights or str(Path(cfg.run.output_dir) / cfg.run.name / "fit")
+    check_codec(source, system.encoder.codec.key)
     system.model.load_state_dict(read_weights(source))
     load_text_encoder(system.encoder, source, required=True)
     module = AvatarFlowModule(system.cfg, system.model, system.encoder)

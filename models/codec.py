@@ -87,6 +87,9 @@ class LatentCodec(nn.Module):
     temporal_stride: int
     spatial_stride: int
     causal_first: bool
+    # What decides the latent space (SynthCodec: the hash of its fit; Wan VAE: its directory). Trained weights
+    # record it (weights.json "codec_key") and `train.init_from` refuses weights of another latent space.
+    key: str = ""
 
     def freeze(self) -> LatentCodec:
         self.requires_grad_(False)

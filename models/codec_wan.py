@@ -42,6 +42,7 @@ class WanVAECodec(LatentCodec):
         from diffusers import AutoencoderKLWan  # heavy import, only when a Wan codec is built
 
         vae_dir = resolve_vae_dir(path)
+        self.key = f"wan-vae:{Path(vae_dir).name}"
         try:
             self.vae = AutoencoderKLWan.from_pretrained(vae_dir, torch_dtype=dtype, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as err:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from datamodules.sources import DataSource, build_data_source
 from models.codec_factory import build_codec
 from models.conditioning import ConditionEncoder, build_model
-from system.weights import load_stage_weights, read_text_encoder
+from system.weights import check_codec, load_stage_weights, read_text_encoder
 
 
 @dataclass
@@ -45,6 +45,7 @@ def build_system(cfg, progress: bool = True, load_init: bool = True) -> System:
     torch.manual_seed(typed.run.seed)  # same initial weights on every rank and every resume
     model = build_model(m, codec, encoder.text_encoder.dim)
     if load_init and typed.train.init_from:
+        check_codec(typed.train.init_from, codec.key)
         load_stage_weights(model, typed.train.init_from)
         load_text_encoder(encoder, typed.train.init_from, required=False)
     return System(typed, source, encoder, model)

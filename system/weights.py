@@ -69,6 +69,29 @@ def weights_config(source: str | Path) -> dict | None:
         raise CheckpointError(f"{path}: cannot read the config saved with these weights ({error})") from None
 
 
+def weights_description(source: str | Path) -> dict:
+    """The JSON sidecar written beside exported weights (weights.json / <file>.json), {} when there is none
+    (a .ckpt, or weights written before sidecars)."""
+    path = resolve_weights(source).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: cannot read the description saved with these weights ({error})") from None
+
+
+def check_codec(source: str | Path, codec_key: str) -> None:
+    """Weights trained in another latent space (another codec fit, channels or data) would load without a
+    shape error and silently produce noise: refuse them when both sides know their codec."""
+    trained = weights_description(source).get("codec_key") or ""
+    if trained and codec_key and trained != codec_key:
+        raise CheckpointError(
+            f"{resolve_weights(source)}: trained on codec {trained!r} but this config builds codec {codec_key!r} "
+            "(model.codec.* or the data its codec is fitted on, e.g. data.seed / resolution / model.codec.fit_clips, "
+            "differ from that run's config.json)")
+
+
 def read_text_encoder(source: str | Path) -> dict[str, torch.Tensor] | None:
     """The learned text encoder exported beside the DiT weights (None when the run trained none)."""
     path = resolve_weights(source)

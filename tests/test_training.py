@@ -16,6 +16,7 @@ the same kernels (results depend on the thread count).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -413,6 +414,25 @@ def test_stage2_initialises_from_stage1(ws, stage1):
         model = build_model(model_cfg, system.encoder.codec, system.encoder.text_encoder.dim)
         with pytest.raises(CheckpointError, match=re.escape(str(stage1["dir"] / "weights.safetensors"))):
             load_stage_weights(model, stage1["dir"])
+
+
+def test_init_from_another_latent_space_is_refused(ws, stage1):
+    """Same shapes, other codec fit (fewer fit clips): the weights would load and produce noise; the codec
+    key recorded at fit (weights.json) refuses them before any weight is loaded."""
+    recorded = json.loads((stage1["dir"] / "weights.json").read_text())["codec_key"]
+    same = build_system(load_config("smoke", fit_overrides(ws, "stage2", train__init_from=stage1["dir"])),
+                        progress=False)
+    assert recorded and same.encoder.codec.key == recorded
+    other = fit_overrides(ws, "stage2", train__init_from=stage1["dir"], model__codec__fit_clips=4)
+    with pytest.raises(CheckpointError, match=f"trained on codec '{recorded}'.*fit_clips"):
+        build_system(load_config("smoke", other), progress=False)
+    # a shipped base (`make pretrain`: bf16 export of the run's checkpoint) keeps the key
+    from lightning_modules.export import export_weights
+    shipped = export_weights(stage1["dir"], ws / "base" / "weights.safetensors", dtype="bf16")
+    assert json.loads(shipped.with_suffix(".json").read_text())["codec_key"] == recorded
+    with pytest.raises(CheckpointError, match="trained on codec"):
+        build_system(load_config("smoke", fit_overrides(ws, "stage2", train__init_from=shipped.parent,
+                                                        model__codec__fit_clips=4)), progress=False)
 
 
 def test_init_from_unfinished_stage_is_an_error(ws, tmp_path):

@@ -28,6 +28,8 @@ declare -A RUNS=(
   [motion_synthdit]="$M model.preset=synth"                    # the 7.1M-parameter GPU DiT (192 wide, 8 blocks) at the demo scale
   [x0]="train.flow.prediction=x0 sample.audio_scale=1.0"      # the DiT predicts x0 (scored without guidance, as the motion rows)
   [data1024]="$M data.num_train=1024"                          # not run yet: 8x the clips (each seen ~3x)
+  [pretrained]="$M train.init_from=pretrained/synthavatar_base"   # fine-tune the shipped base (make pretrain)
+  [pretrained_lr3e4]="$M train.init_from=pretrained/synthavatar_base train.lr=3e-4"  # ... with a gentler step
 )
 for name in "${@:-base motion}"; do
   for one in $name; do

@@ -22,9 +22,10 @@ lint: setup
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not gpu" tests
 
-# The main job (CPU, about 11 min on 2 cores on fresh caches): generate the demo SynthAvatar set, train the demo model
-# (configs/experiment/demo.yaml), generate the held-out test clips (mp4 with audio), score them next to
-# the ground truth and print the table. Rerunning resumes / reuses what is already done.
+# The main job (CPU, about 11 min on 2 cores on fresh caches): generate the demo SynthAvatar set, fine-tune the
+# shipped base (pretrained/synthavatar_base, `make pretrain`) into the demo model (configs/experiment/demo.yaml),
+# generate the held-out test clips (mp4 with audio), score them next to the ground truth and print the table.
+# Rerunning resumes / reuses what is already done.
 demo: setup
 	$(PY) main.py data -e demo --preview
 	$(PY) main.py fit -e demo --resume auto

@@ -265,7 +265,7 @@ def test_groups_compose_a_paper_row_at_5b_with_zero3():
 
 
 def test_prediction_is_checked_and_wan_weights_must_keep_velocity():
-    assert load_config(["demo"]).train.flow.prediction == "motion"  # the demo trains from scratch
+    assert load_config(["demo"]).train.flow.prediction == "motion"  # the demo fine-tunes our own base
     assert load_config(["method/actavatar_stage2", "scale/5b"]).train.flow.prediction == "velocity"
     with pytest.raises(ConfigError, match=r"train.flow.prediction.*Wan2.2 weights, which predict velocity"):
         load_config(["method/actavatar_stage2", "scale/5b"], ["train.flow.prediction=motion"])

@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.errors import CheckpointError
 from configs.loader import ConfigError
 from inference.attention_map import PhaseMass, frame_phase_mass, patch_frame_seconds
 from inference.windows import WindowedClips, WindowPlan, generate_windows, window_length, window_limit, window_plan
 from models.contracts import ClipBatch, Conditions
 from models.flow_matching import frame_timesteps, noisy_latents
-from system.build import build_system, load_text_encoder
+from system.build import build_system, load_trained_weights
 from system.sampling import sample_latents, to_uint8_frames
-from system.weights import check_codec, read_weights, resolve_weights
 
 ATTENTION_T = 0.5  # the fixed timestep of the attention pass
 ATTENTION_SEED_OFFSET = 1_000_003  # attention-pass noise seed = clip seed + this
@@ -54,18 +52,9 @@ class Generator:
         self.system = build_system(cfg, progress=progress, load_init=False)
         self.cfg = self.system.cfg
         source = weights or Path(cfg.run.output_dir) / cfg.run.name / "fit"
+        load_trained_weights(self.system, source)
         self.model = self.system.model.eval()
-        check_codec(source, self.system.encoder.codec.key)
-        try:
-            self.model.load_state_dict(read_weights(source))
-        except RuntimeError as error:  # missing / unexpected / mis-shaped keys
-            if isinstance(error, CheckpointError):
-                raise
-            first = str(error).strip().splitlines()[0:2]
-            raise CheckpointError(f"{resolve_weights(source)}: does not fit the model of this config "
-                                  f"(are model.* the same as in the run that wrote it?): {' '.join(first)}") from None
         self.encoder = self.system.encoder.eval()
-        load_text_encoder(self.encoder, source, required=True)  # the learned-text ablation's trained table
         self.codec = self.encoder.codec
         self.progress = progress
         self.device = resolve_device(self.cfg.sample.device)

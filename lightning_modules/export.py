@@ -128,27 +128,28 @@ def export_weights(source: str | Path, out: str | Path | None = None, dtype: str
     return out
 
 
+def _run_directory(checkpoint: Path) -> Path | None:
+    """runs/NAME/fit/checkpoints/step-*.ckpt -> runs/NAME/fit (the first parent holding resolved_config.yaml)."""
+    return next((d for d in checkpoint.parents if (d / "resolved_config.yaml").is_file()), None)
+
+
 def _run_codec(checkpoint: Path) -> dict:
     """The codec key the fit run recorded (its weights.json), so exported weights keep their latent space's
     identity and `train.init_from` / `generate` can refuse them under another codec ({} when unknown)."""
-    for directory in checkpoint.parents:
-        found = directory / "weights.json"
-        if found.is_file():
-            key = json.loads(found.read_text()).get("codec_key")
-            return {"codec_key": key} if key else {}
-        if (directory / "resolved_config.yaml").is_file():
-            return {}
-    return {}
+    run = _run_directory(checkpoint)
+    if run is None or not (run / "weights.json").is_file():
+        return {}
+    key = json.loads((run / "weights.json").read_text()).get("codec_key")
+    return {"codec_key": key} if key else {}
 
 
 def _run_config(checkpoint: Path) -> dict | None:
-    """runs/NAME/fit/checkpoints/step-*.ckpt -> the resolved config saved with that run, if any."""
-    for directory in checkpoint.parents:
-        found = directory / "resolved_config.yaml"
-        if found.is_file():
-            from omegaconf import OmegaConf
-            return OmegaConf.to_container(OmegaConf.load(found), resolve=True)
-    return None
+    """The resolved config saved with the checkpoint's fit run, if any."""
+    run = _run_directory(checkpoint)
+    if run is None:
+        return None
+    from omegaconf import OmegaConf
+    return OmegaConf.to_container(OmegaConf.load(run / "resolved_config.yaml"), resolve=True)
 
 
 def cmd_export(cfg, args) -> int:

@@ -22,8 +22,7 @@ from lightning_modules.flow_module import AvatarFlowModule
 from lightning_modules.media import SampleVideos
 from lightning_modules.trainer import build_trainer
 from models.parallel import apply_activation_checkpointing
-from system.build import build_system, load_text_encoder
-from system.weights import check_codec, read_weights
+from system.build import build_system, load_trained_weights
 
 
 def resume_path(resume: str, checkpoint_dir: Path, trainer=None) -> str | None:
@@ -62,13 +61,12 @@ def cmd_fit(cfg, args) -> int:
           f"({len(module.trained)} tensors) for {typed.train.max_steps} steps")
     checkpoint_dir = run_dir / "checkpoints"
     meta = {"run": typed.run.name, "stage": typed.train.stage, "codec_key": system.encoder.codec.key}
+    config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [StepCheckpoint(checkpoint_dir, typed.train.ckpt_every, typed.train.keep_last),
-                 ExportWeights(run_dir, meta,
-                               OmegaConf.to_container(cfg, resolve=True)),
+                 ExportWeights(run_dir, meta, config),
                  SampleVideos(system.source, run_dir / "samples", typed.train.sample_clips)]
     if typed.train.snapshot_at:
-        callbacks.append(WeightSnapshots(run_dir / "snapshots", typed.train.snapshot_at, meta,
-                                         OmegaConf.to_container(cfg, resolve=True)))
+        callbacks.append(WeightSnapshots(run_dir / "snapshots", typed.train.snapshot_at, meta, config))
     trainer = build_trainer(typed, run_dir, callbacks, progress=not getattr(args, "quiet", False))
     datamodule = ClipDataModule(system.source, train_steps=typed.train.max_steps, seed=typed.run.seed)
     ckpt = resume_path(getattr(args, "resume", "") or "", checkpoint_dir, trainer)
@@ -82,9 +80,7 @@ def cmd_fit(cfg, args) -> int:
 def cmd_validate(cfg, args) -> int:
     system = build_system(cfg, load_init=False)
     source = args.weights or str(Path(cfg.run.output_dir) / cfg.run.name / "fit")
-    check_codec(source, system.encoder.codec.key)
-    system.model.load_state_dict(read_weights(source))
-    load_text_encoder(system.encoder, source, required=True)
+    load_trained_weights(system, source)
     module = AvatarFlowModule(system.cfg, system.model, system.encoder)
     trainer = build_trainer(system.cfg, Path(args.run_dir), [], progress=True)
     trainer.validate(module, ClipDataModule(system.source))

@@ -220,16 +220,16 @@ def load_or_fit_synth_codec(cfg: CodecConfig, frames: FitFrames, progress: bool 
         raise ValueError("SynthCodec: no training clips to fit on (is the train split empty?)")
     key = synth_codec_key(cfg, frames)
     path = cache_path(cfg, key)
+    codec = None
     if path.exists():
         try:
             codec = load_synth_codec(path, cfg, key)
-            codec.key = key
-            return codec
         except CodecError as err:
             warnings.warn(f"{err}; refitting the codec", stacklevel=2)
-    codec, stats = fit_synth_codec(cfg, frames.videos(), num_clips=num_clips, progress=progress)
-    info = stats | {"codec": {k: getattr(cfg, k) for k in ("spatial_stride", "temporal_stride", "channels")},
-                    **frames.fingerprint, "version": CODEC_VERSION}
-    save_synth_codec(codec, path, key, info)
+    if codec is None:
+        codec, stats = fit_synth_codec(cfg, frames.videos(), num_clips=num_clips, progress=progress)
+        info = stats | {"codec": {k: getattr(cfg, k) for k in ("spatial_stride", "temporal_stride", "channels")},
+                        **frames.fingerprint, "version": CODEC_VERSION}
+        save_synth_codec(codec, path, key, info)
     codec.key = key  # the latent space's identity: recorded with trained weights, checked by init_from
     return codec

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from omegaconf import OmegaConf
 
+from common.errors import CheckpointError
 from datamodules.sources import DataSource, build_data_source
 from models.codec_factory import build_codec
 from models.conditioning import ConditionEncoder, build_model
-from system.weights import check_codec, load_stage_weights, read_text_encoder
+from system.weights import check_codec, load_stage_weights, read_text_encoder, read_weights, resolve_weights
 
 
 @dataclass
@@ -51,6 +52,22 @@ def build_system(cfg, progress: bool = True, load_init: bool = True) -> System:
     return System(typed, source, encoder, model)
 
 
+def load_trained_weights(system: System, source) -> None:
+    """Load a finished run's weights (`generate`, `validate`) into `system`: refused when trained under another
+    codec, strict on the DiT's keys and shapes (one error naming the file), plus the learned text encoder
+    exported beside them when the model has one."""
+    check_codec(source, system.encoder.codec.key)
+    try:
+        system.model.load_state_dict(read_weights(source))
+    except RuntimeError as error:  # missing / unexpected / mis-shaped keys
+        if isinstance(error, CheckpointError):
+            raise
+        first = str(error).strip().splitlines()[0:2]
+        raise CheckpointError(f"{resolve_weights(source)}: does not fit the model of this config "
+                              f"(are model.* the same as in the run that wrote it?): {' '.join(first)}") from None
+    load_text_encoder(system.encoder, source, required=True)  # the learned-text ablation's trained table
+
+
 def load_text_encoder(encoder: ConditionEncoder, source, required: bool) -> bool:
     """Load a learned text encoder exported beside `source`'s weights into `encoder` (the ablation's only
     trained module outside the DiT). required: the model has a trainable text encoder and must get it."""
@@ -60,7 +77,6 @@ def load_text_encoder(encoder: ConditionEncoder, source, required: bool) -> bool
     state = read_text_encoder(source)
     if state is None:
         if required:
-            from common.errors import CheckpointError
             raise CheckpointError(f"{source}: the model trains its text encoder (model.text.encoder=learned) "
                                   "but no text_encoder.safetensors was exported with these weights")
         return False

@@ -37,12 +37,13 @@ demo: setup
 # bf16 safetensors + config + curve in pretrained/synthavatar_base/ (committed; about 1 h 5 min on 2 cores).
 BASE := pretrained/synthavatar_base
 pretrain: setup
-	$(PY) main.py curve -e pretrain --at 1200,2400,4800 --clips 8 train.logger.kind=csv train.sample_clips=0
-	$(PY) main.py curve -e pretrain --at 1200,2400,4800 --clips 8 --tag text4 sample.text_scale=4.0 \
+	$(PY) main.py curve -e pretrain --at 1200,2400,4800 --clips 8 --split test train.logger.kind=csv \
+	  train.sample_clips=0
+	$(PY) main.py curve -e pretrain --at 1200,2400,4800 --clips 8 --split test --tag text4 sample.text_scale=4.0 \
 	  train.logger.kind=csv train.sample_clips=0
 	$(PY) main.py export --checkpoint runs/synthavatar_base/fit --dtype bf16 --out $(BASE)/weights.safetensors
-	cp runs/synthavatar_base/curve/curve.csv runs/synthavatar_base/curve/curve.png $(BASE)/
-	cp runs/synthavatar_base/curve-text4/curve.csv $(BASE)/curve_text_guidance4.csv
+	cp runs/synthavatar_base/curve-test/curve.csv runs/synthavatar_base/curve-test/curve.png $(BASE)/
+	cp runs/synthavatar_base/curve-text4-test/curve.csv $(BASE)/curve_text_guidance4.csv
 	cp runs/synthavatar_base/fit/logs/metrics.csv $(BASE)/training_log.csv
 
 # The prompt enhancer (rl/, about 30 min on 2 cores): SmolLM2 SFT warm start, TRL GRPO, held-out table;

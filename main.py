@@ -253,15 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="learning curve: train once, score held-out clips at fixed steps (CSV + PNG)")
     curve.add_argument("--at", default="", metavar="STEPS",
                        help="comma-separated steps to score (default: 4 evenly spaced up to train.max_steps)")
-    curve.add_argument("--clips", type=int, default=8, help="held-out test clips generated per point (default: 8)")
+    curve.add_argument("--clips", type=int, default=8, help="held-out clips generated per point (default: 8)")
     curve.add_argument("--x", choices=("samples_seen", "train_wall_s", "step"), default="samples_seen",
                        help="x axis of the plot (default: samples_seen)")
     curve.add_argument("--overlay", nargs="+", metavar="CSV", help="only plot these curve.csv files on one figure")
     curve.add_argument("--out", metavar="FILE.png", help="with --overlay: the figure to write")
     curve.add_argument("--tag", default="", help="score the run's existing snapshots again into curve-TAG/ "
                                                  "(e.g. with other sample.* settings)")
-    curve.add_argument("--split", choices=("test", "val", "train"), default="test",
-                       help="clips scored (default: test; train = can the recipe fit the clips it saw?)")
+    curve.add_argument("--split", choices=("val", "test", "train"), default="val",
+                       help="clips scored (default: val, the split for choosing a recipe; test = the final "
+                            "held-out report; train = can the recipe fit the clips it saw?)")
     curve.add_argument("--quiet", action="store_true", help="no progress bars")
     curve.set_defaults(handler=run_curve, saves_config=False)
     return parser

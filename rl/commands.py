@@ -3,6 +3,8 @@
     python main.py rl -e configs/rl/smollm2.yaml                  # everything (resumes / skips finished)
     python main.py rl -e configs/rl/smollm2.yaml --stage evaluate # only the held-out table
     python main.py rl -e configs/rl/smollm2.yaml --stage downstream rl.generator=runs/demo/fit
+    python main.py rl -e configs/rl/smollm2.yaml --stage downstream rl.generator=runs/demo/fit \
+        rl.downstream_policies=false   # raw / template / ground-truth prompts only, no enhancer trained
 
 Outputs under runs/<run.name>/rl/: sft/ and grpo/ (checkpoints, final/, log_history.json), eval.md and
 eval.json (validity and reward means per enhancer, wall times, machine); with rl.generator set, also
@@ -46,6 +48,8 @@ def cmd_rl(cfg, args) -> dict:
     if rl.threads:
         torch.set_num_threads(rl.threads)
     run_dir = Path(args.run_dir)
+    if args.stage == "downstream" and not rl.downstream_policies:  # no policy, examples or LM needed
+        return {"wall": _downstream(rl, run_dir, {}, explicit=True)}
     resume = not args.fresh
     wall: dict[str, float] = {}
     t0 = time.time()
@@ -96,9 +100,10 @@ def _downstream(rl, run_dir: Path, policies: dict[str, Path], explicit: bool) ->
             raise ConfigError("rl: --stage downstream needs rl.generator=<a generator's fit dir, e.g. runs/demo/fit>")
         print("rl: downstream table skipped (set rl.generator to a trained generator's fit dir, e.g. runs/demo/fit)")
         return {}
-    found = {name: d for name, d in policies.items() if Path(d).is_dir()}
-    if not found:
-        raise ConfigError(f"rl: no trained policy under {run_dir} for the downstream table (run the sft/grpo stages)")
+    found = {name: d for name, d in policies.items() if Path(d).is_dir()} if rl.downstream_policies else {}
+    if rl.downstream_policies and not found:
+        raise ConfigError(f"rl: no trained policy under {run_dir} for the downstream table (run the sft/grpo "
+                          "stages, or set rl.downstream_policies=false for the raw / template / ground-truth rows)")
     t = time.time()
     print(downstream_table(rl, found, run_dir / "downstream"))
     return {"downstream_s": time.time() - t}

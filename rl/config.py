@@ -53,6 +53,7 @@ class RLConfig:
     report_to: str = "wandb"  # wandb (offline unless WANDB_MODE says otherwise) | none
     generator: str = ""  # a trained generator's fit dir (runs/<name>/fit): downstream H@S table; "" = skip
     downstream_clips: int = 16  # held-out clips of the generator's test split in that table
+    downstream_policies: bool = True  # false: only the conditions no policy writes (raw, template, truth)
     weights: RewardWeights = field(default_factory=RewardWeights)
 
     def check(self) -> list[tuple[str, str]]:

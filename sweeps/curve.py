@@ -5,8 +5,10 @@ the generation weights (EMA) of each point are exported on the way (lightning_mo
 WeightSnapshots, with the training wall time and samples seen); then generates the first `--clips`
 held-out clips from every snapshot and scores them with the evaluator (H@S, AA, TC, Sync-C, CSIM, PSNR,
 ...), next to the validation loss logged at the same steps. Writes runs/NAME/curve/curve.csv and
-curve.png (`--split train`: score training clips instead, into curve-train/, a memorisation check;
-`--tag T`: score the existing snapshots again, e.g. with other sample.* settings, into curve-T/);
+curve.png from the first `--clips` *val* clips: choices are made on val, so the test clips stay an unbiased
+final report (`--split test`: those, into curve-test/; `--split train`: training clips, into curve-train/,
+a memorisation check; `--tag T`: score the existing snapshots again, e.g. with other sample.* settings,
+into curve-T/);
 `main.py curve --overlay A.csv B.csv ... --out X.png` draws several runs on one plot.
 Trade-off: scoring after training (not inside it) keeps the wall-time axis pure training time and lets a
 finished run be re-scored with another sampler; it costs one model build per point (seconds).
@@ -60,7 +62,7 @@ def _nearest(values: dict[int, float], step: int) -> float:
     return values[min(values, key=lambda s: abs(s - step))] if values else math.nan
 
 
-def score_snapshot(cfg, weights: Path, out_dir: Path, clips: int, progress: bool, split: str = "test") -> dict:
+def score_snapshot(cfg, weights: Path, out_dir: Path, clips: int, progress: bool, split: str = "val") -> dict:
     """Generate the first `clips` clips of `split` from `weights` into out_dir and score them: {metric: mean}."""
     from evaluation.commands import evaluate
     from inference.split import generate_split
@@ -72,7 +74,7 @@ def score_snapshot(cfg, weights: Path, out_dir: Path, clips: int, progress: bool
     return {k: result["summary"][k][0] for k in METRICS if k in result["summary"]}
 
 
-def ground_truth_scores(cfg, curve_dir: Path, progress: bool, split: str = "test") -> dict:
+def ground_truth_scores(cfg, curve_dir: Path, progress: bool, split: str = "val") -> dict:
     """The ground truth's scores on `split` (the ceiling drawn in the plots), cached in curve_dir."""
     path = curve_dir / "ground_truth.json"
     if not path.is_file():
@@ -154,10 +156,10 @@ def cmd_curve(cfg, args) -> int:
         from configs.loader import save_config
         save_config(cfg, fit_dir)
         cmd_fit(cfg, args)
-    # --tag T (the same snapshots scored again, e.g. with other sample.* settings) and --split train (a
-    # memorisation check) each get their own directory: curve-T/, curve-train/, curve-T-train/
+    # --tag T (the same snapshots scored again, e.g. with other sample.* settings) and a split other than
+    # val each get their own directory: curve-T/, curve-test/, curve-train/, curve-T-test/
     split = args.split
-    tag = "-".join(t for t in (args.tag, "" if split == "test" else split) if t)
+    tag = "-".join(t for t in (args.tag, "" if split == "val" else split) if t)
     curve_dir = Path(cfg.run.output_dir) / cfg.run.name / ("curve-" + tag if tag else "curve")
     losses = val_losses(fit_dir / "logs" / "metrics.csv")
     rows = []

@@ -96,5 +96,8 @@ def test_downstream_without_a_generator_or_policy_says_what_to_set(tmp_path, cap
     rl.generator = str(tmp_path)
     with pytest.raises(ConfigError, match="no trained policy"):
         _downstream(rl, tmp_path, {"SFT": tmp_path / "sft"}, explicit=True)
+    rl.downstream_policies = False  # the policy-free rows need no policy: it goes on to the generator
+    with pytest.raises(ConfigError, match=f"{tmp_path} is not a fit directory"):
+        _downstream(rl, tmp_path, {"SFT": tmp_path / "sft"}, explicit=True)
     with pytest.raises(ConfigError, match=f"{tmp_path} is not a fit directory"):
         downstream_table(rl, {"SFT": tmp_path}, tmp_path / "out", progress=False)

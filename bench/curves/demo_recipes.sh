@@ -2,11 +2,14 @@
 # Issue 15 recipe search at the demo scale (CPU): one learning curve per tried change, scored on the first 8
 # held-out test clips at steps 120 / 240 / 360 (`main.py curve`, sweeps/curve.py). Run one at a time on an
 # otherwise idle machine (wall times are part of the result). Usage: bash bench/curves/demo_recipes.sh [NAME...]
+# SPLIT: the committed bench/results/curves/*.csv were scored on the test split (before `main.py curve`
+# defaulted to val), so test reproduces them; SPLIT=val scores the val clips, where new choices belong.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/curves}
-curve() { local name=$1; shift; $PY main.py curve -e demo --at 120,240,360 --clips 8 --quiet \
+SPLIT=${SPLIT:-test}
+curve() { local name=$1; shift; $PY main.py curve -e demo --at 120,240,360 --clips 8 --quiet --split $SPLIT \
   run.output_dir=$OUT run.name=$name train.logger.kind=csv train.sample_clips=0 "$@"; }
 V="train.flow.prediction=velocity sample.audio_scale=1.0"  # make demo before issue 15 (no guidance)
 M="train.flow.prediction=motion sample.audio_scale=1.0"  # the motion runs were scored without guidance
@@ -34,7 +37,7 @@ declare -A RUNS=(
 for name in "${@:-base motion}"; do
   for one in $name; do
     if [ "$one" = synth_cpu ]; then  # scale/synth_cpu: 4x the steps and clips, scored every 360 steps
-      curve_long() { $PY main.py curve -e demo -e scale/synth_cpu --at 360,720,1080,1440 --clips 8 --quiet \
+      curve_long() { $PY main.py curve -e demo -e scale/synth_cpu --at 360,720,1080,1440 --clips 8 --quiet --split $SPLIT \
         run.output_dir=$OUT run.name=synth_cpu train.logger.kind=csv train.sample_clips=0 sample.audio_scale=1.0; }
       echo "== synth_cpu"; curve_long; continue
     fi

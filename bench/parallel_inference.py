@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -59,6 +60,7 @@ def _worker(rank: int, init: str, args, out_dir: str) -> None:
         torch.save({"guidance_s": guidance_s, "sequence_s": sequence_s, "guided": guided, "sequenced": sequenced},
                    Path(out_dir) / "parallel.pt")
     dist.destroy_process_group()
+    os._exit(0)  # skip the teardown that aborts about one gloo run in five (tests/test_sequence_parallel.py)
 
 
 def main() -> None:

@@ -20,9 +20,10 @@ for row in "${@:-global paca paca_progressive stage2}"; do
     $PY main.py curve -e "actavatar_$one" --at 150,300,450,600 --clips 8 --split test --quiet \
       run.output_dir=$OUT run.name="table4_$one" train.max_steps=600 train.logger.kind=csv train.sample_clips=0
     cp "$OUT/table4_$one/curve-test/curve.csv" "$RESULTS/$one.csv"
-    cp "$OUT/table4_$one/curve-test/ground_truth.json" "$RESULTS/ground_truth.json" 2>/dev/null || true
+    truth="$OUT/table4_$one/curve-test/ground_truth.json"  # the same test split for every row
   done
 done
+cp "$truth" "$RESULTS/ground_truth.json"
 csvs=$(ls "$RESULTS"/*.csv)
 # shellcheck disable=SC2086
 $PY main.py curve --overlay $csvs --out "$RESULTS/overlay.png"

@@ -38,7 +38,7 @@ class FP32LayerNorm(nn.LayerNorm):
 @dataclass
 class BlockInputs:
     """Everything a block needs besides x and its timestep modulation; built once per forward."""
-    rope: tuple                                     # (cos, sin) 2 x (L, head_dim/2) fp32
+    rope: tuple                                     # (cos + i sin,) 1 x (L, head_dim/2) complex64
     text: torch.Tensor                              # (B, Lt, dim) embedded text (+ phase embeddings)
     text_mask: torch.Tensor | None = None           # (B, Lt) True = attend
     text_time: TimeBias | None = None               # PACA window bias description (head_weight per block)

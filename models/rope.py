@@ -4,8 +4,8 @@ Each head's channels are split into three groups rotated by the token's frame, r
 for head_dim d the split is (d - 4*(d//6), 2*(d//6), 2*(d//6)), i.e. 44/42/42 at d = 128, each axis with
 its own frequency ladder theta^(-2i/d_axis). Pairs are interleaved (x[2i], x[2i+1]) as in the original
 complex-number code and diffusers' `repeat_interleave_real`. Angles are computed in float64 (as Wan does)
-then turned once per forward into fp32 cos/sin tables applied in the activations' precision promoted to
-fp32.
+then turned once per forward into one complex64 table (cos + i sin) applied in the activations' precision
+promoted to fp32.
 Trade-off: tables are rebuilt per forward from the grid size (cheap next to attention) instead of cached,
 so any (F, H, W) works without a max-size buffer in the state dict.
 """
@@ -38,15 +38,22 @@ def rope_angles(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.
     return torch.cat([a_t, a_h, a_w], -1).reshape(F * H * W, head_dim // 2)
 
 
-def rope_tables(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) in fp32, computed once per forward and shared by every block."""
-    return angles.cos().float(), angles.sin().float()
+def rope_tables(angles: torch.Tensor) -> tuple[torch.Tensor]:
+    """(cos + i sin,) as complex64 (L, D/2), computed once per forward and shared by every block. A 1-tuple of
+    row-indexed tables, so a sequence-parallel shard slices its rows like any other per-token table."""
+    return (torch.complex(angles.cos().float(), angles.sin().float()),)
 
 
-def apply_rope(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate interleaved channel pairs: x (B, H, L, D), tables 2 x (L, D/2) -> same shape and dtype as x."""
+def apply_rope(x: torch.Tensor, tables: tuple[torch.Tensor]) -> torch.Tensor:
+    """Rotate interleaved channel pairs: x (B, H, L, D), tables 1 x (L, D/2) complex -> same shape and dtype.
+
+    The pair (x[2i], x[2i+1]) read as one complex number times cos + i sin (Wan's own formulation): one
+    complex multiply instead of six real element-wise ops and a stack, forward and backward (the DiT step's
+    element-wise share, issue 15 Deliver 2a); equal to the real-arithmetic rotation to fp32 rounding."""
     dtype = torch.promote_types(x.dtype, torch.float32)
-    cos, sin = (tab.to(dtype) for tab in tables)
-    x1, x2 = x.to(dtype).unflatten(-1, (-1, 2)).unbind(-1)   # (B, H, L, D/2) each
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+    (rot,) = tables
+    pairs = x.to(dtype).unflatten(-1, (-1, 2))                     # (B, H, L, D/2, 2)
+    if pairs.stride(-1) != 1 or pairs.stride(-2) != 2:
+        pairs = pairs.contiguous()
+    out = torch.view_as_real(torch.view_as_complex(pairs) * rot)  # (B, H, L, D/2, 2)
     return out.flatten(-2).to(x.dtype)

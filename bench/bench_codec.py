@@ -209,9 +209,10 @@ def main() -> None:
               "probe": probe.report, "ground_truth": gt_summary, "codecs": rows, "references": references,
               "design_notes": DESIGN_NOTES}
     out = Path(args.out)
+    text = markdown(report)  # rendered before either file is written, so a rendering error leaves no half pair
     atomic_write_text(out, json.dumps(report, indent=1))
-    atomic_write_text(out.with_suffix(".md"), markdown(report))
-    print(markdown(report))
+    atomic_write_text(out.with_suffix(".md"), text)
+    print(text)
     print(f"wrote {out} and {out.with_suffix('.md')}")
 
 

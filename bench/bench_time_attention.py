@@ -242,11 +242,12 @@ def main(argv=None) -> dict:
         candidates = [Tiles(32, 16), Tiles(16, 16)] if args.smoke else TILE_CANDIDATES
         result["tile_search"] = tile_search(real["text"], dtype, device, repeats, warmup, candidates)
     result.update(environment=environment(), wall_s=round(time.perf_counter() - began, 1))
+    text = markdown(result)  # rendered before either file is written, so a rendering error leaves no half pair
     if args.out:
         out = Path(args.out)
         atomic_write_text(out, json.dumps(result, indent=1))
-        atomic_write_text(out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+        atomic_write_text(out.with_suffix(".md"), text)
+    print(text)
     return result
 
 

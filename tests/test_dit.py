@@ -179,3 +179,29 @@ def test_activation_checkpointing_keeps_outputs_gradients_and_parameter_names():
     assert calls == [1, 2]  # the checkpointed block really is recomputed in backward
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name])
+
+
+@pytest.mark.slow  # ~50 s of C++ compilation on 2 cores, too much for the CI budget
+def test_compiled_forward_and_backward_match_eager():
+    """torch.compile (inductor's CPU C++ code) computes the same DiT: outputs and every gradient match eager.
+    bench/bench_dit_vs_diffusers.py --compile times it (issue 15 Deliver 2a); the check lives here so a model
+    change that breaks compilation or changes its numerics fails the suite, not only the benchmark."""
+    torch.manual_seed(0)
+    eager = _ours()
+    _randomise(eager)
+    compiled = _ours()
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile()  # in place: parameter names (and so checkpoints) unchanged
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    x, t, text = _inputs()
+    outs, grads = [], []
+    for model in (eager, compiled):
+        model.train()
+        out = model(x, t, Conditions(text=text))
+        out.square().mean().backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    assert outs[0].abs().max() > 0.1  # the randomised head makes a non-trivial output
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from common.atomic import atomic_write
+from common.digest import module_digest
 from common.errors import DataError
 from datamodules.sources import DataSource
 from models.contracts import ClipBatch, Conditions
@@ -43,15 +44,6 @@ LOADER_KEYS = {"batch_size", "loader_workers", "gen_workers", "preview_clips"}  
 CACHED_SPLITS = ("train",)
 
 
-def _module_digest(module) -> str:
-    digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()) if module is not None else []:
-        if torch.is_tensor(value):
-            digest.update(name.encode())
-            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def fingerprint_parts(source: DataSource, encoder) -> dict:
     """What decides the cached tensors, as a JSON-able dict (its hash names the cache directory)."""
     cfg = source.cfg
@@ -60,9 +52,9 @@ def fingerprint_parts(source: DataSource, encoder) -> dict:
     audio = encoder.cfg.audio if encoder.audio_encoder is not None else None
     text = encoder.text_encoder if caches_text(encoder) else None
     return {"version": CACHE_VERSION, "source": source.kind, "data": json.loads(json.dumps(data, default=str)),
-            "codec": repr(encoder.cfg.codec), "codec_weights": _module_digest(encoder.codec),
-            "audio": repr(audio), "audio_weights": _module_digest(encoder.audio_encoder),
-            "text": repr(encoder.cfg.text) if text is not None else None, "text_weights": _module_digest(text)}
+            "codec": repr(encoder.cfg.codec), "codec_weights": module_digest(encoder.codec),
+            "audio": repr(audio), "audio_weights": module_digest(encoder.audio_encoder),
+            "text": repr(encoder.cfg.text) if text is not None else None, "text_weights": module_digest(text)}
 
 
 def caches_text(encoder) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from common.digest import module_digest
 from models.codec import CodecError, LatentCodec
 
 
@@ -42,7 +43,6 @@ class WanVAECodec(LatentCodec):
         from diffusers import AutoencoderKLWan  # heavy import, only when a Wan codec is built
 
         vae_dir = resolve_vae_dir(path)
-        self.key = f"wan-vae:{Path(vae_dir).name}"
         try:
             self.vae = AutoencoderKLWan.from_pretrained(vae_dir, torch_dtype=dtype, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as err:
@@ -68,6 +68,9 @@ class WanVAECodec(LatentCodec):
             self.vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
                                    tile_sample_stride_height=tile * 3 // 4, tile_sample_stride_width=tile * 3 // 4)
         self.freeze()
+        # The latent space's identity (recorded with trained weights, checked by train.init_from): the weights'
+        # digest, since every pipeline's VAE sits in a folder named vae/ and a name alone says nothing.
+        self.key = f"wan-vae:{module_digest(self.vae)}"
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         posterior = self.vae.encode(video.to(self.vae.dtype)).latent_dist

@@ -287,6 +287,20 @@ def test_wan_codec_is_causal(wan_dir):
     assert delta[:2].max() < 1e-6 and delta[2] > 1e-4
 
 
+def test_wan_codec_key_is_its_weights_not_its_folder_name(wan_dir, tmp_path):
+    """The key guards train.init_from against another latent space: every pipeline's VAE lives in vae/, so
+    the same folder name with other weights must give another key, and a copy elsewhere the same one."""
+    from diffusers import AutoencoderKLWan
+    codec = build_codec(CodecConfig(kind="wan", path=str(wan_dir)))
+    vae = AutoencoderKLWan.from_pretrained(wan_dir / "vae")
+    vae.save_pretrained(tmp_path / "copy" / "vae")
+    with torch.no_grad():
+        vae.decoder.conv_out.bias.add_(0.01)  # a fine-tune of the same VAE
+    vae.save_pretrained(tmp_path / "tuned" / "vae")
+    keys = [build_codec(CodecConfig(kind="wan", path=str(tmp_path / d))).key for d in ("copy", "tuned")]
+    assert codec.key.startswith("wan-vae:") and keys[0] == codec.key and keys[1] != codec.key
+
+
 def test_wan_codec_names_a_missing_directory_or_config(tmp_path):
     with pytest.raises(CodecError, match=rf"{tmp_path / 'nowhere'}: Wan VAE directory not found"):
         build_codec(CodecConfig(kind="wan", path=str(tmp_path / "nowhere")))

@@ -3,7 +3,10 @@ codec included, forward + backward + AdamW) of an experiment config, as samples/
 Not a test: run it on an idle machine and commit the results file with the machine named.
 
     python bench/bench_train.py [-e demo] [--steps 12] [--warmup 3] [--device cpu|cuda]
-        [--out bench/results/train_cpu.json] [key=value ...]
+        [--condition-cache cache/conditions] [--out bench/results/train_cpu.json] [key=value ...]
+
+With --condition-cache each config is also timed on batches that carry the cached encoder outputs
+(train.condition_cache, issue 15 Deliver 2b): the training step is then the DiT (+ AdamW) alone.
 
 On a GPU (`--device cuda -e demo model.preset=synth-wide train.strategy.precision=bf16-mixed`) it also
 reports peak GPU memory. The ZeRO-3 5B step needs several GPUs and DeepSpeed (configs/experiment/
@@ -26,19 +29,24 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from bench.bench_synthavatar import machine
 from common.atomic import atomic_write_text
 from configs.loader import load_config
+from datamodules.condition_cache import CachedConditions
 from lightning_modules.flow_module import AvatarFlowModule, step_generator
 from system.build import build_system
 
 
-def measure(cfg, steps: int, warmup: int, device: str) -> dict:
+def measure(cfg, steps: int, warmup: int, device: str, cache_root: Path | None = None) -> dict:
     system = build_system(cfg, progress=False, load_init=False)
     module = AvatarFlowModule(system.cfg, system.model, system.encoder).to(device)
     module.encoder.to(device)
     optimizer = module.configure_optimizers()["optimizer"]
-    dataset = system.source.dataset("train")  # data.kind's source (the data split exists after build_system)
+    source = system.source  # data.kind's source (the data split exists after build_system)
+    if cache_root is not None:  # as fit does with train.condition_cache: the encoders ran once, before timing
+        source = CachedConditions(source, system.encoder, cache_root)
+        source.prepare("train", progress=False)
+    dataset = source.dataset("train")
     size = cfg.data.batch_size
-    batches = [move_data_to_device(system.source.collate([dataset[(i * size + j) % len(dataset)]
-                                                          for j in range(size)]), device)
+    batches = [move_data_to_device(source.collate([dataset[(i * size + j) % len(dataset)] for j in range(size)]),
+                                   device)
                for i in range(steps + warmup)]
     times, tokens = [], 0
     # bf16-mixed as Lightning runs it: weights fp32, the forward under bf16 autocast.
@@ -77,6 +85,9 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench/results/train_cpu.json"))
+    parser.add_argument("--condition-cache", type=Path, metavar="DIR",
+                        help="also time each config on batches from train.condition_cache=DIR (built if missing): "
+                             "the step without the frozen encoders")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     rows = {}
@@ -84,8 +95,11 @@ def main(argv=None) -> None:
                          ("demo + visual adapter + loc loss (SyncDreamer stage 2)", ["-e", "syncdreamer_stage2"])):
         experiment = extra[1] if extra else args.experiment
         cfg = load_config(experiment, args.overrides)
-        rows[label] = measure(cfg, args.steps, args.warmup, args.device)
-        print(label, json.dumps(rows[label], indent=1), flush=True)
+        for cache, suffix in ((None, ""), (args.condition_cache, ", condition cache")):
+            if suffix and cache is None:
+                continue
+            rows[label + suffix] = measure(cfg, args.steps, args.warmup, args.device, cache)
+            print(label + suffix, json.dumps(rows[label + suffix], indent=1), flush=True)
     report = {"machine": machine(), "device": args.device, "torch_threads": torch.get_num_threads(),
               "overrides": args.overrides, "results": rows}
     atomic_write_text(args.out, json.dumps(report, indent=1))

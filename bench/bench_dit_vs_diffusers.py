@@ -8,7 +8,10 @@ timed in the same rounds and checked against eager. Plain Wan blocks (no adapter
 implement. Run it alone on an idle machine:
 
     python bench/bench_dit_vs_diffusers.py [--presets demo synth] [--batch 8] [--rounds 7] [--compile]
-        [--out bench/results/dit_vs_diffusers_cpu.json]
+        [--profile] [--out bench/results/dit_vs_diffusers_cpu.json]
+
+With --profile each side's step is split (torch.profiler) into the matmul + attention kernels both share
+and everything else; `ceiling_vs_diffusers` is the speed-up ours would reach if everything else were free.
 """
 from __future__ import annotations
 
@@ -82,6 +85,27 @@ def step_fns(ours, theirs, compiled, inputs) -> dict:
     return fns
 
 
+GEMM_ATTENTION = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product")
+
+
+def profile_split(fn, steps: int = 3) -> dict:
+    """Self CPU time of one step split into matmul + attention kernels (the same MKL / flash kernels in both
+    implementations) and everything else (element-wise, norms, copies, autograd bookkeeping), in seconds.
+    The profiler's overhead inflates both parts a little, so only their ratio is used."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            fn()
+    gemm = other = 0.0
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6 / steps
+        if event.key.startswith(GEMM_ATTENTION):
+            gemm += seconds
+        else:
+            other += seconds
+    return {"gemm_attention_s": round(gemm, 4), "other_s": round(other, 4)}
+
+
 def bench(preset: str, args) -> dict:
     ours, theirs = build_pair(preset, args.channels)
     inputs = make_inputs(args.batch, args.channels, args.frames, args.size)
@@ -117,6 +141,13 @@ def bench(preset: str, args) -> dict:
            "speed_vs_diffusers": {k: round(med["diffusers"] / v, 3) for k, v in med.items() if k != "diffusers"}}
     if compiled is not None:
         row |= {"compile_first_step_s": round(compile_s, 1), "compiled_max_abs_diff": compile_diff}
+    if args.profile:
+        split = {name: profile_split(fns[name]) for name in ("ours", "diffusers")}
+        # If everything but the matmul / attention kernels cost nothing, ours would take split["ours"]
+        # ["gemm_attention_s"] (as a share of its measured median): the speed-up no element-wise work can pass.
+        share = split["ours"]["gemm_attention_s"] / sum(split["ours"].values())
+        row |= {"profile_split": split,
+                "ceiling_vs_diffusers": round(med["diffusers"] / (med["ours"] * share), 3)}
     return row
 
 
@@ -130,6 +161,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also split each side's step into matmul + attention kernels vs the rest (profiler)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     if args.threads:

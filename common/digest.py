@@ -13,7 +13,7 @@ import torch
 
 
 def module_digest(module: torch.nn.Module | None) -> str:
-    """sha256 over the sorted state dict (names and raw bytes), first 16 hex digits; '' -> a fixed digest."""
+    """sha256 over the sorted state dict (names and raw bytes), first 16 hex digits; None -> the digest of nothing."""
     digest = hashlib.sha256()
     for name, value in sorted(module.state_dict().items()) if module is not None else []:
         if torch.is_tensor(value):

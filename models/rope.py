@@ -53,7 +53,9 @@ def apply_rope(x: torch.Tensor, tables: tuple[torch.Tensor]) -> torch.Tensor:
     dtype = torch.promote_types(x.dtype, torch.float32)
     (rot,) = tables
     pairs = x.to(dtype).unflatten(-1, (-1, 2))                     # (B, H, L, D/2, 2)
-    if pairs.stride(-1) != 1 or pairs.stride(-2) != 2:
+    # view_as_complex needs unit-stride pairs, every other stride and the offset even (a strided q / k view,
+    # as split_heads gives, qualifies: no copy); anything else is copied once.
+    if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]) or pairs.storage_offset() % 2:
         pairs = pairs.contiguous()
     out = torch.view_as_real(torch.view_as_complex(pairs) * rot)  # (B, H, L, D/2, 2)
     return out.flatten(-2).to(x.dtype)

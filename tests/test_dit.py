@@ -185,7 +185,7 @@ def test_activation_checkpointing_keeps_outputs_gradients_and_parameter_names():
 def test_compiled_forward_and_backward_match_eager():
     """torch.compile (inductor's CPU C++ code) computes the same DiT: outputs and every gradient match eager.
     bench/bench_dit_vs_diffusers.py --compile times it (issue 15 Deliver 2a); the check lives here so a model
-    change that breaks compilation or changes its numerics fails the suite, not only the benchmark."""
+    change that breaks compilation or changes its numerics fails `pytest -m slow`, not only the benchmark."""
     torch.manual_seed(0)
     eager = _ours()
     _randomise(eager)
